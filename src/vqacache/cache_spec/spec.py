@@ -24,7 +24,8 @@ from vqacache.cache_spec.errors import SpecError
 FORMAT_VERSION = 1
 """Version of the on-disk format and of this JSON shape. Bump on any incompatible change."""
 
-STORAGE_DTYPES = ("float16", "bfloat16", "float32")
+STORAGE_DTYPES = ("float16", "float32")
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 WEIGHTS_SOURCES = ("pretrained", "file", "random")
 CROP_MODES = ("center", "none")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
@@ -259,7 +260,7 @@ class FeatureSpec:
         _parse_str(d, "encoder")
         _parse_str(d, "architecture")
         _parse_str(d, "dtype", STORAGE_DTYPES)
-        _parse_str(d, "compute_dtype", STORAGE_DTYPES)
+        _parse_str(d, "compute_dtype", COMPUTE_DTYPES)
         if self.format_version != FORMAT_VERSION:
             raise SpecError(
                 f"unsupported format_version {self.format_version!r}; this vqacache reads {FORMAT_VERSION}"

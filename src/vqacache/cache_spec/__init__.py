@@ -1,0 +1,55 @@
+"""The on-disk contract between stage one (featurize) and stage two (heads).
+
+Everything either stage needs to agree on lives here: the :class:`FeatureSpec` and its
+fingerprint, the store layout, and the reader/writer. This package imports nothing else
+from vqacache.
+"""
+
+from vqacache.cache_spec.errors import (
+    InvalidVideoId,
+    NotComplete,
+    SpecError,
+    SpecMismatch,
+    StoreError,
+    UnknownName,
+    UsageError,
+    VqaCacheError,
+)
+from vqacache.cache_spec.keys import id_to_key, key_to_id, validate_id
+from vqacache.cache_spec.layout import store_path
+from vqacache.cache_spec.spec import (
+    FORMAT_VERSION,
+    FeatureSpec,
+    OutputSpec,
+    PreprocessSpec,
+    SamplingSpec,
+    WeightsSpec,
+    parse_fps,
+)
+from vqacache.cache_spec.store import FeatureStore, QuestionFeatures, VideoFeatures, open_store
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FeatureSpec",
+    "FeatureStore",
+    "InvalidVideoId",
+    "NotComplete",
+    "OutputSpec",
+    "PreprocessSpec",
+    "QuestionFeatures",
+    "SamplingSpec",
+    "SpecError",
+    "SpecMismatch",
+    "StoreError",
+    "UnknownName",
+    "UsageError",
+    "VideoFeatures",
+    "VqaCacheError",
+    "WeightsSpec",
+    "id_to_key",
+    "key_to_id",
+    "open_store",
+    "parse_fps",
+    "store_path",
+    "validate_id",
+]
