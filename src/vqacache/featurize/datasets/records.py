@@ -1,0 +1,75 @@
+"""Typed records shared by every dataset adapter, and the adapter interface itself.
+
+An adapter turns a benchmark's annotation files into two flat lists: the videos to featurize
+(:class:`VideoRecord`) and the questions asked about them (:class:`QuestionRecord`). Every
+benchmark maps onto these same two records, so the featurizer and the heads never see a
+benchmark-specific format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video file to featurize.
+
+    ``video_id`` is the key in the feature store. It may contain ``/`` (the ``folder``
+    dataset uses the relative path without extension); ``path`` is absolute.
+    """
+
+    video_id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    """One question about one video (or a segment of it).
+
+    ``qid`` is unique within the dataset and is the key used in prediction files (NExT-QA:
+    ``f"{video}_{qid}"``). For multiple choice, ``candidates`` holds the options and
+    ``answer`` is an index into them; for open-ended questions ``candidates`` is ``()`` and
+    ``answer`` is the answer text. ``answer`` is ``None`` for unlabelled (test) questions.
+    ``start``/``end`` (seconds) restrict the question to a segment; ``None`` = whole video.
+    """
+
+    qid: str
+    video_id: str
+    question: str
+    candidates: tuple[str, ...]
+    answer: int | str | None
+    qtype: str | None
+    split: str
+    start: float | None = None
+    end: float | None = None
+
+
+@runtime_checkable
+class VideoQADataset(Protocol):
+    """What the pipeline needs from a dataset adapter.
+
+    ``videos()`` never raises for absent files; call
+    :func:`vqacache.featurize.datasets.check_videos` to turn absent files into one error.
+    """
+
+    name: str
+    data_root: Path
+
+    def splits(self) -> tuple[str, ...]:
+        """Splits whose annotation files exist on disk, in canonical order."""
+        ...
+
+    def questions(self, split: str) -> list[QuestionRecord]:
+        """Questions of ``split`` in file order; unknown split -> ``UsageError``."""
+        ...
+
+    def videos(self, split: str | None = None) -> list[VideoRecord]:
+        """Unique videos of ``split`` (``None`` = all splits), sorted by ``video_id``."""
+        ...
+
+    def missing_videos(self, split: str | None = None) -> list[str]:
+        """Ids (sorted) of the videos of ``split`` whose file does not exist."""
+        ...

@@ -1,0 +1,76 @@
+"""Name -> adapter registry.
+
+An adapter registers a factory under a name::
+
+    @register_dataset("nextqa")
+    class NextQA:
+        def __init__(self, data_root: Path | None, *, video_root: Path | None = None): ...
+
+and the pipeline builds it with ``get_dataset("nextqa", data_root, **options)``. A factory
+takes the data root positionally and its options as keywords; options it does not accept
+are reported as a :class:`UsageError` listing the ones it does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vqacache.cache_spec.errors import UnknownName, UsageError
+from vqacache.featurize.datasets.records import VideoQADataset
+
+DatasetFactory = Callable[..., VideoQADataset]
+F = TypeVar("F", bound=DatasetFactory)
+
+_REGISTRY: dict[str, DatasetFactory] = {}
+
+
+def register_dataset(name: str) -> Callable[[F], F]:
+    """Decorator registering ``factory(data_root, **options)`` under ``name``."""
+
+    def decorate(factory: F) -> F:
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"dataset {name!r} is already registered by {_REGISTRY[name]!r}")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _accepted_options(factory: DatasetFactory) -> list[str] | None:
+    """Keyword options ``factory`` accepts besides ``data_root``; ``None`` = any (``**kw``)."""
+    params = list(inspect.signature(factory).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params[1:] if p.kind in keyword]
+
+
+def get_dataset(name: str, data_root: Path | str | None, **options: Any) -> VideoQADataset:
+    """Build the dataset adapter ``name`` over ``data_root``.
+
+    Raises :class:`UnknownName` (listing the valid names) for an unknown ``name`` and
+    :class:`UsageError` for options the adapter does not accept or a bad ``data_root``.
+    """
+    if name not in _REGISTRY:
+        raise UnknownName(
+            f"unknown dataset {name!r}; available: {', '.join(list_datasets())}"
+        )
+    factory = _REGISTRY[name]
+    accepted = _accepted_options(factory)
+    if accepted is not None:
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise UsageError(
+                f"{name}: unknown option(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(accepted) or '(none)'}"
+            )
+    root = Path(data_root) if data_root is not None else None
+    return factory(root, **options)
