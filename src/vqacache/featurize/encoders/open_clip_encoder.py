@@ -1,0 +1,362 @@
+"""open_clip CLIP models (ViT image tower + transformer text tower) as an :class:`Encoder`.
+
+The architecture is an open_clip model config (``ViT-B-16``), the weights are resolved by
+:mod:`.weights`, and the preprocessing belongs to the weights (the pretrained tag's mean/std,
+interpolation and resize mode), as in open_clip's ``factory.py``. The activation does too:
+OpenAI's tags were trained with QuickGELU, which open_clip's plain ``ViT-B-16`` config lacks
+(it only warns), so the tag's ``quick_gelu`` is forced on; the final model config, QuickGELU
+included, is recorded in the spec.
+
+Forward passes are open_clip's own (``forward_intermediates``), so the numbers are the library's:
+
+* ``cls`` = ``model.encode_image`` (CLS after ``ln_post`` and ``proj``, not L2-normalised),
+* ``cls_hidden`` = the same token after ``ln_post``, before ``proj``,
+* ``patch`` = the final block's patch tokens after ``ln_post`` (what ``visual.output_tokens``
+  returns), in row-major grid order, optionally average-pooled ``patch_pool x patch_pool``,
+* ``emb`` = ``model.encode_text``, ``tokens`` = the states after ``ln_final``.
+
+Supported: open_clip ``CLIP`` models with a class-token ``VisionTransformer`` and the built-in
+text transformer and BPE tokenizer (OpenAI CLIP, LAION, DataComp, MetaCLIP, DFN ViTs); timm or
+Hugging Face towers, ResNets, CoCa and squash-resize (SigLIP) models are refused up front.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vqacache.cache_spec.errors import UsageError
+from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, PreprocessSpec, SamplingSpec
+from vqacache.featurize.encoders.preprocess import PREPROCESS_IMPL, ImageTransform
+from vqacache.featurize.encoders.weights import RANDOM_INIT, ResolvedWeights, init_random_, resolve_weights
+
+COMPUTE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class OpenClipEncoder:
+    """An open_clip CLIP model, frozen, with its transform. Build with :func:`build_open_clip_encoder`.
+
+    Shapes: N frames, E embed dim, W vision width, P patch tokens (after pooling), n texts,
+    L longest tokenized text, W_text text width.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        model_name: str,
+        model: Any,
+        tokenizer: Any,
+        weights: ResolvedWeights,
+        model_cfg: dict[str, Any],
+        transform: ImageTransform,
+        device: torch.device,
+        patches: bool,
+        patch_pool: int,
+        decode_short_side: int | None,
+        decode_interpolation: str,
+        compute_dtype: str,
+    ) -> None:
+        self._name = name
+        self.model_name = model_name
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.weights = weights
+        self.model_cfg = model_cfg
+        self.transform = transform
+        self.device = device
+        self.patches = patches
+        self.patch_pool = patch_pool if patches else 1  # no patches: the knob changes nothing
+        self.decode_short_side = decode_short_side
+        self.decode_interpolation = decode_interpolation
+        self.compute_dtype = compute_dtype
+        visual = model.visual
+        self.grid: tuple[int, int] = tuple(visual.grid_size)  # (gh, gw) patch grid
+        _check_patch_pool(self.patch_pool, self.grid, model_name)
+        self.preprocess_spec = PreprocessSpec(  # built now: a bad decode size fails at construction
+            decode_short_side=decode_short_side,
+            decode_interpolation=decode_interpolation,
+            resize_short_side=transform.size,
+            interpolation=transform.interpolation,
+            crop="center",
+            crop_size=transform.size,
+            mean=transform.mean,
+            std=transform.std,
+            antialias=True,
+        )
+
+    # -- description ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dims(self) -> dict[str, tuple[int, ...]]:
+        embed = int(self.model.visual.output_dim)
+        width = int(self.model.visual.transformer.width)
+        dims: dict[str, tuple[int, ...]] = {"cls": (embed,), "cls_hidden": (width,)}
+        if self.patches:
+            gh, gw = (g // self.patch_pool for g in self.grid)
+            dims["patch"] = (gh * gw, width)
+        dims["text"] = (embed,)
+        dims["text_tokens"] = (int(self.model.transformer.width),)
+        return dims
+
+    @property
+    def batch_size_hint(self) -> int:
+        if self.device.type == "cpu":
+            return 16
+        return 256 if self.model.visual.transformer.width <= 768 else 128
+
+    def feature_spec(self, sampling: SamplingSpec, dtype: str = "float16") -> FeatureSpec:
+        """The spec of features computed by this encoder at ``sampling``, stored as ``dtype``."""
+        outputs = OutputSpec(
+            cls="image-embedding",
+            cls_hidden="post-ln-cls",
+            patch_layer="post-ln" if self.patches else None,
+            patch_pool=self.patch_pool,
+            text="clip-text",
+            text_context=int(self.model.context_length),
+        )
+        extra: dict[str, Any] = {
+            "model_cfg": self.model_cfg,
+            "preprocess_impl": PREPROCESS_IMPL,
+            "tokenizer": f"open_clip.{type(self.tokenizer).__name__}",
+        }
+        if self.weights.spec.source == "random":
+            extra["random_init"] = RANDOM_INIT
+        return FeatureSpec(
+            encoder=self.name,
+            architecture=f"open_clip:{self.model_name}",
+            weights=self.weights.spec,
+            preprocess=self.preprocess_spec,
+            sampling=sampling,
+            outputs=outputs,
+            dtype=dtype,
+            compute_dtype=self.compute_dtype,
+            extra=extra,
+        )
+
+    # -- forward passes ---------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.compute_dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=COMPUTE_DTYPES[self.compute_dtype])
+
+    def encode_frames(self, frames: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """uint8 RGB (N, H, W, 3) -> ``cls`` (N, E), ``cls_hidden`` (N, W), ``patch`` (N, P, W)."""
+        x = self.transform(frames, self.device)  # (N, 3, S, S)
+        if x.shape[0] == 0:
+            return {k: torch.empty(0, *shape) for k, shape in self.dims.items() if k in ("cls", "cls_hidden", "patch")}
+        with torch.no_grad(), self._autocast():
+            out = self.model.visual.forward_intermediates(
+                x, indices=1, normalize_intermediates=True, output_fmt="NLC", output_extra_tokens=True
+            )
+        result = {
+            "cls": out["image_features"],  # (N, E)
+            "cls_hidden": out["image_intermediates_prefix"][0][:, 0],  # (N, W)
+        }
+        if self.patches:
+            result["patch"] = self._pool_patches(out["image_intermediates"][0])  # (N, P, W)
+        return {k: v.float().cpu() for k, v in result.items()}
+
+    def _pool_patches(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, gh * gw, W) row-major -> (N, (gh / k) * (gw / k), W) by k x k average pooling."""
+        k = self.patch_pool
+        if k == 1:
+            return tokens
+        n, _, width = tokens.shape
+        gh, gw = self.grid
+        grid = tokens.float().reshape(n, gh, gw, width).permute(0, 3, 1, 2)  # (N, W, gh, gw)
+        pooled = F.avg_pool2d(grid, kernel_size=k, stride=k)  # (N, W, gh / k, gw / k)
+        return pooled.flatten(2).transpose(1, 2)  # (N, P, W)
+
+    def encode_text(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """n strings -> ``emb`` (n, E), ``tokens`` (n, L, W_text), ``length`` (n,) int64."""
+        if isinstance(texts, str):
+            raise TypeError("encode_text takes a list of strings, not one string")
+        width = int(self.model.transformer.width)
+        if len(texts) == 0:
+            return {
+                "emb": torch.empty(0, self.dims["text"][0]),
+                "tokens": torch.empty(0, 0, width),
+                "length": torch.empty(0, dtype=torch.int64),
+            }
+        ids = self.tokenizer(list(texts)).to(self.device)  # (n, C) int64, C = context length
+        with torch.no_grad(), self._autocast():
+            out = self.model.forward_intermediates(
+                text=ids, text_indices=1, normalize_intermediates=True, normalize=False
+            )
+        length = self._eot_index(ids) + 1  # (n,) SOT .. EOT inclusive
+        longest = int(length.max())
+        return {
+            "emb": out["text_features"].float().cpu(),  # (n, E)
+            "tokens": out["text_intermediates"][0][:, :longest].float().cpu(),  # (n, L, W_text)
+            "length": length.cpu(),
+        }
+
+    def _eot_index(self, ids: torch.Tensor) -> torch.Tensor:
+        """(n, C) token ids -> (n,) position of the token the text embedding pools (EOT)."""
+        if self.model.text_pool_type == "argmax":  # EOT has the highest id in CLIP's BPE vocab
+            return ids.argmax(dim=-1)
+        return (ids == self.model.text_eos_id).int().argmax(dim=-1)  # "eos"
+
+
+# -- construction ---------------------------------------------------------------------------
+
+
+def build_open_clip_encoder(
+    *,
+    name: str,
+    model_name: str,
+    default_tag: str | None,
+    weights: str | None,
+    device: str = "cpu",
+    patches: bool = True,
+    patch_pool: int = 1,
+    decode_short_side: int | None = 256,
+    decode_interpolation: str = "bilinear",
+    compute_dtype: str = "float32",
+) -> OpenClipEncoder:
+    """Create open_clip ``model_name`` with ``weights`` (see :mod:`.weights`) as encoder ``name``.
+
+    For file and random weights, the activation and preprocessing come from ``default_tag``
+    (the registered pairing), or from open_clip's defaults when there is none.
+    """
+    import open_clip
+
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise UsageError(f"compute dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
+    if isinstance(patch_pool, bool) or not isinstance(patch_pool, int) or patch_pool < 1:
+        raise UsageError(f"--patch-pool must be an integer >= 1, got {patch_pool!r}")
+    what = f"open_clip:{model_name}"
+    model_cfg = open_clip.get_model_config(model_name)
+    if model_cfg is None:
+        raise UsageError(f"{what}: open_clip has no such model config")
+    reason = unsupported_reason(model_cfg)
+    if reason:
+        raise UsageError(f"{what} is not supported: {reason}")
+
+    if patches:  # before any download: the grid is in the config
+        size, patch = (_pair(model_cfg["vision_cfg"][k]) for k in ("image_size", "patch_size"))
+        _check_patch_pool(patch_pool, (size[0] // patch[0], size[1] // patch[1]), model_name)
+
+    resolved = resolve_weights(model_name, weights, default_tag, what=what)
+    reference = resolved.pretrained_cfg
+    if not reference and default_tag is not None:
+        reference = open_clip.get_pretrained_cfg(model_name, default_tag)
+    quick_gelu = bool(model_cfg.get("quick_gelu", False) or reference.get("quick_gelu", False))
+    overlay = {k: reference[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in reference}
+    if overlay.get("resize_mode", "shortest") != "shortest":
+        raise UsageError(f"{what} with these weights resizes with {overlay['resize_mode']!r}; only 'shortest' is supported")
+
+    model = _create_model(model_name, resolved, quick_gelu=quick_gelu, preprocess=overlay, what=what)
+    model_cfg = {**model_cfg, "quick_gelu": quick_gelu}
+    torch_device = torch.device(device)
+    return OpenClipEncoder(
+        name=name,
+        model_name=model_name,
+        model=model.to(torch_device),
+        tokenizer=open_clip.get_tokenizer(model_name, context_length=model.context_length),
+        weights=resolved,
+        model_cfg=model_cfg,
+        transform=_transform_of(model, what),
+        device=torch_device,
+        patches=patches,
+        patch_pool=patch_pool,
+        decode_short_side=decode_short_side,
+        decode_interpolation=decode_interpolation,
+        compute_dtype=compute_dtype,
+    )
+
+
+def unsupported_reason(cfg: dict[str, Any]) -> str | None:
+    """Why an open_clip model config cannot be an :class:`OpenClipEncoder`; None when it can."""
+    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    if vision.get("timm_model_name"):
+        return "its image tower is a timm model"
+    if isinstance(vision.get("layers"), (list, tuple)):
+        return "its image tower is a ResNet (no patch tokens)"
+    if vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok" or vision.get("final_ln_after_pool"):
+        return "its image tower does not pool a class token"
+    if "multimodal_cfg" in cfg or cfg.get("custom_text") or text.get("hf_model_name") or text.get("embed_cls"):
+        return "its text tower is not open_clip's built-in transformer"
+    if text.get("hf_tokenizer_name") or text.get("pool_type", "argmax") not in ("argmax", "eos"):
+        return "its text tower does not use the CLIP tokenizer with EOT pooling"
+    return None
+
+
+def _pair(v: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _check_patch_pool(k: int, grid: tuple[int, ...], model_name: str) -> None:
+    if any(g % k for g in grid):
+        raise UsageError(f"--patch-pool {k} does not divide the {grid[0]}x{grid[1]} patch grid of {model_name}")
+
+
+def _create_model(model_name: str, resolved: ResolvedWeights, *, quick_gelu: bool, preprocess: dict, what: str) -> Any:
+    """open_clip model on the CPU with the resolved weights; the global RNG is left untouched."""
+    import open_clip
+
+    with torch.random.fork_rng(devices=[]), _without_random_init_warning():
+        try:
+            model = open_clip.create_model(
+                model_name,
+                pretrained=str(resolved.path) if resolved.path is not None else None,
+                force_quick_gelu=quick_gelu,
+                force_preprocess_cfg=preprocess,
+                device="cpu",
+            )
+        except Exception as exc:
+            if resolved.path is None:
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"--weights {resolved.path} is not an open_clip {model_name} checkpoint: {first}") from exc
+    if resolved.seed is not None:
+        init_random_(model, resolved.seed)
+    if not isinstance(model, open_clip.CLIP):
+        raise UsageError(f"{what} is not supported: open_clip built a {type(model).__name__}, not a CLIP")
+    if not hasattr(model.visual, "forward_intermediates"):
+        raise UsageError(f"open_clip {open_clip.__version__} is too old: vqacache needs forward_intermediates (3.x)")
+    return model
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_random_init_warning() -> Iterator[None]:
+    """open_clip logs "Model initialized randomly" on the root logger before any weights are
+    loaded; here weights always follow (a checkpoint, or the seeded init), so drop it."""
+    root, drop = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+def _transform_of(model: Any, what: str) -> ImageTransform:
+    """The eval transform open_clip attached to the model (``model.visual.preprocess_cfg``)."""
+    cfg = model.visual.preprocess_cfg
+    size = cfg["size"]
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h != w:
+        raise UsageError(f"{what} is not supported: non-square input {h}x{w}")
+    return ImageTransform(
+        size=int(h),
+        interpolation="bilinear" if cfg["interpolation"] == "bilinear" else "bicubic",  # open_clip's rule
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+    )

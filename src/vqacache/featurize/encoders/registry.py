@@ -1,0 +1,123 @@
+"""Encoder names -> encoders.
+
+Two kinds of name:
+
+* **registered** names, each an architecture with its default weights:
+  ``clip-b16`` (open_clip ``ViT-B-16``, ``openai``), ``clip-b32`` (``ViT-B-32``, ``openai``),
+  ``clip-l14`` (``ViT-L-14``, ``openai``). ``--weights`` may still pick another tag of the same
+  model, a checkpoint file or random weights.
+* **parametric** ``open_clip:MODEL`` for any open_clip model config (``open_clip.list_models()``)
+  of the supported kind, e.g. ``--encoder open_clip:ViT-L-14 --weights laion2b_s32b_b82k``.
+  There is no default tag: ``--weights`` is required. Its filesystem-safe name (store paths)
+  is ``open_clip-MODEL``.
+
+Unknown names raise :class:`UnknownName` listing the valid ones. The registry itself imports
+no deep-learning library; open_clip is imported when an encoder is built or a model checked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from vqacache.cache_spec.errors import UnknownName
+from vqacache.featurize.encoders.base import Encoder
+
+OPEN_CLIP_PREFIX = "open_clip:"
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    """A name the registry resolves: ``name`` (filesystem-safe), the open_clip ``model`` config
+    and its ``default_tag`` (None: ``--weights`` required)."""
+
+    name: str
+    model: str
+    default_tag: str | None
+    summary: str
+
+
+REGISTERED: dict[str, EncoderEntry] = {
+    e.name: e
+    for e in (
+        EncoderEntry("clip-b16", "ViT-B-16", "openai", "OpenAI CLIP ViT-B/16 (open_clip), 224 px, 14x14 patches"),
+        EncoderEntry("clip-b32", "ViT-B-32", "openai", "OpenAI CLIP ViT-B/32 (open_clip), 224 px, 7x7 patches"),
+        EncoderEntry("clip-l14", "ViT-L-14", "openai", "OpenAI CLIP ViT-L/14 (open_clip), 224 px, 16x16 patches"),
+    )
+}
+
+
+def list_encoders() -> list[str]:
+    """Registered names, then the parametric form ``open_clip:MODEL``."""
+    return [*REGISTERED, f"{OPEN_CLIP_PREFIX}MODEL"]
+
+
+def resolve_name(name: str) -> EncoderEntry:
+    """The entry for ``name``; :class:`UnknownName` (listing valid names) if there is none."""
+    if name in REGISTERED:
+        return REGISTERED[name]
+    if name.startswith(OPEN_CLIP_PREFIX):
+        return _open_clip_entry(name[len(OPEN_CLIP_PREFIX) :])
+    hint = _did_you_mean(name, list(REGISTERED))
+    raise UnknownName(
+        f"unknown encoder {name!r}{hint}; valid: {', '.join(REGISTERED)}, or {OPEN_CLIP_PREFIX}MODEL "
+        "for an open_clip model (open_clip.list_models())"
+    )
+
+
+def _open_clip_entry(model: str) -> EncoderEntry:
+    import open_clip
+
+    models = open_clip.list_models()
+    if model not in models or not _SAFE.fullmatch(model):
+        from vqacache.featurize.encoders.open_clip_encoder import unsupported_reason
+
+        usable = [m for m in models if unsupported_reason(open_clip.get_model_config(m)) is None]
+        hint = _did_you_mean(model, usable)
+        raise UnknownName(
+            f"unknown open_clip model {model!r}{hint}; supported open_clip models: {', '.join(usable)}"
+        )
+    return EncoderEntry(f"open_clip-{model}", model, None, f"open_clip {model}")
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    by_lower = {c.lower(): c for c in choices}  # case-insensitive: vit-b-16 -> ViT-B-16
+    close = [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=3)]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def get_encoder(
+    name: str,
+    weights: str | None = None,
+    *,
+    device: str = "cpu",
+    patches: bool = True,
+    patch_pool: int = 1,
+    decode_short_side: int | None = 256,
+    decode_interpolation: str = "bilinear",
+    compute_dtype: str = "float32",
+) -> Encoder:
+    """Build encoder ``name`` with ``weights`` (None: its default tag; a tag, a checkpoint
+    path, or ``random[:SEED]``), ready to run on ``device`` in eval mode.
+
+    ``patches``/``patch_pool``: keep the patch tokens, average-pooled k x k. ``decode_*``: the
+    resize the frame decoder applied before the encoder (recorded, not performed).
+    ``compute_dtype``: ``float32`` (default), or ``float16``/``bfloat16`` autocast.
+    """
+    from vqacache.featurize.encoders.open_clip_encoder import build_open_clip_encoder
+
+    entry = resolve_name(name)
+    return build_open_clip_encoder(
+        name=entry.name,
+        model_name=entry.model,
+        default_tag=entry.default_tag,
+        weights=weights,
+        device=device,
+        patches=patches,
+        patch_pool=patch_pool,
+        decode_short_side=decode_short_side,
+        decode_interpolation=decode_interpolation,
+        compute_dtype=compute_dtype,
+    )
