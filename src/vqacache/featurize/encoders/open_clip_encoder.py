@@ -191,17 +191,34 @@ class OpenClipEncoder:
                 "length": torch.empty(0, dtype=torch.int64),
             }
         ids = self.tokenizer(list(texts)).to(self.device)  # (n, C) int64, C = context length
-        with torch.no_grad(), self._autocast():
-            out = self.model.forward_intermediates(
-                text=ids, text_indices=1, normalize_intermediates=True, normalize=False
-            )
         length = self._eot_index(ids) + 1  # (n,) SOT .. EOT inclusive
         longest = int(length.max())
+        causal = self.model.attn_mask is not None  # without a causal mask, padding is attended: keep it
+        with torch.no_grad(), self._autocast():
+            states, emb = self._text_forward(ids[:, :longest] if causal else ids)
+        states = states[:, :longest]
         return {
-            "emb": out["text_features"].float().cpu(),  # (n, E)
-            "tokens": out["text_intermediates"][0][:, :longest].float().cpu(),  # (n, L, W_text)
+            "emb": emb.float().cpu(),  # (n, E)
+            "tokens": states.float().cpu(),  # (n, L, W_text)
             "length": length.cpu(),
         }
+
+    def _text_forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP's text tower on the first L positions only: (n, L) ids -> states (n, L, W), emb (n, E).
+
+        open_clip always runs the full context (77). Its attention is causal, so positions
+        < L never see later ones: running L positions gives the same states there, and the
+        pooled EOT (at position < L) the same embedding, for 77/L times less work.
+        """
+        m, n_pos = self.model, ids.shape[1]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(ids).to(cast) + m.positional_embedding[:n_pos].to(cast)  # (n, L, W)
+        mask = m.attn_mask[:n_pos, :n_pos] if m.attn_mask is not None else None  # (L, L) causal
+        states = m.ln_final(m.transformer(x, attn_mask=mask))  # (n, L, W)
+        pooled = states[torch.arange(len(ids), device=ids.device), self._eot_index(ids)]  # (n, W)
+        proj = m.text_projection
+        emb = proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj  # (n, E)
+        return states, emb
 
     def _eot_index(self, ids: torch.Tensor) -> torch.Tensor:
         """(n, C) token ids -> (n,) position of the token the text embedding pools (EOT)."""

@@ -1,0 +1,75 @@
+"""Shared CLI plumbing: one-line errors with exit code 2, and the rich progress reporter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from vqacache.cache_spec import VqaCacheError
+
+EXIT_USAGE = 2
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors_exit(func: F) -> F:
+    """Turn a user mistake (any VqaCacheError) into one line on stderr and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except VqaCacheError as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class RichReporter:
+    """Progress bar over videos, with frames written and frames/s; failures printed as they happen."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("videos · {task.fields[frames]} frames · {task.fields[fps]:.1f} frames/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.task: Any = None
+        self.frames = 0
+
+    def start(self, total_videos: int, description: str) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(description, total=total_videos, frames=0, fps=0.0)
+
+    def video_done(self, video_id: str, frames: int, failed: str | None) -> None:
+        self.frames += frames
+        if failed:
+            self.progress.console.print(f"[yellow]failed[/] {video_id}: {failed}", highlight=False)
+        elapsed = self.progress.tasks[self.task].elapsed or 0.0
+        fps = self.frames / elapsed if elapsed > 0 else 0.0
+        self.progress.update(self.task, advance=1, frames=self.frames, fps=fps)
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False)
+
+    def finish(self) -> None:
+        self.progress.stop()

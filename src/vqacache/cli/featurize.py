@@ -1,0 +1,67 @@
+"""``vqa-featurize``: stage one, decode videos at a fixed fps and cache encoder features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vqacache.cache_spec import UsageError, parse_fps
+from vqacache.cli._common import RichReporter, user_errors_exit
+from vqacache.featurize.pipeline import FeaturizeConfig, featurize
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command(help="Decode a dataset's videos at a fixed fps and cache frozen-encoder features in Zarr.")
+@user_errors_exit
+def run(
+    dataset: Annotated[str, typer.Option(help="Dataset name: demo, folder, nextqa.")],
+    encoder: Annotated[str, typer.Option(help="Encoder name, e.g. clip-b16, or open_clip:MODEL.")],
+    cache_root: Annotated[Path, typer.Option(help="Root of the shared feature cache.")],
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Pretrained tag (default: the encoder's), a local checkpoint file, or random[:SEED]."),
+    ] = None,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Where the dataset's annotations and videos are (demo: generated there).")
+    ] = None,
+    split: Annotated[list[str] | None, typer.Option(help="Split(s) to featurize; repeat for several. Default: all.")] = None,
+    patches: Annotated[bool, typer.Option(help="Also store patch tokens (T, P, D).")] = True,
+    patch_pool: Annotated[int, typer.Option(min=1, help="Average-pool the patch grid by this factor.")] = 1,
+    fps: Annotated[str, typer.Option(help="Sampling rate by presentation time, e.g. 7.5 or 15/2.")] = "7.5",
+    short_side: Annotated[int, typer.Option(min=0, help="Resize decoded frames to this short side (0: native).")] = 256,
+    dtype: Annotated[str, typer.Option(help="Storage dtype: float16 or float32.")] = "float16",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Frames per encoder forward.")] = None,
+    device: Annotated[str, typer.Option(help="torch device for the encoder.")] = "cpu",
+    retry_failed: Annotated[bool, typer.Option(help="Retry videos recorded as failed.")] = False,
+) -> None:
+    if dtype not in ("float16", "float32"):
+        raise UsageError(f"--dtype must be float16 or float32, got {dtype!r}")
+    config = FeaturizeConfig(
+        dataset=dataset,
+        encoder=encoder,
+        cache_root=cache_root,
+        data_root=data_root,
+        weights=weights,
+        splits=tuple(split or ()),
+        patches=patches,
+        patch_pool=patch_pool,
+        fps=parse_fps(fps),
+        short_side=short_side or None,
+        dtype=dtype,
+        batch_size=batch_size,
+        device=device,
+        retry_failed=retry_failed,
+    )
+    reporter = RichReporter()
+    result = featurize(config, reporter)
+    for video_id, reason in sorted(result.failures.items()):
+        reporter.console.print(f"failed: {video_id}: {reason}", highlight=False)
+    typer.echo(result.summary_line())
+    raise typer.Exit(result.exit_code)
+
+
+def main() -> None:
+    app()
