@@ -1,0 +1,76 @@
+"""Differentiable top-K frame selection by Gumbel-softmax with a straight-through mask,
+VideoDistill section 3.3, equations (4)-(6).
+
+The selector scores N frames once per slot: the paper projects the last frame-sampling
+block's output with a linear layer ``W_s`` to K channels and treats each row
+``x^k`` (over the N frames) as its own categorical distribution. Each of the K slots then
+draws one frame independently, so the same frame may fill several slots (the paper's
+appendix F: "models with K > 4 allow duplicate selection"). For each slot::
+
+    y_soft = softmax((x^k + g) / tau),  g ~ Gumbel(0, 1)           (4)
+    y_hard = onehot(argmax(y_soft))                                (5)
+    mask   = y_hard + y_soft - stopgrad(y_soft)                    (6)
+
+so the forward pass sees exact one-hot rows and the backward pass the soft probabilities.
+Out of training the noise is dropped and each slot takes the argmax of its own row, which
+is deterministic. ``selected = mask @ frames`` then gathers the chosen frames while carrying
+gradients back to the logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def gumbel_topk(
+    logits: Tensor,
+    tau: float = 1.0,
+    *,
+    noise: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Pick one frame per slot; logits (B, K, N) -> (index (B, K) int64, mask (B, K, N)).
+
+    ``mask`` is one-hot in value and has the softmax's gradient. Logits of ``-inf`` (padded
+    frames) are never picked as long as each row has a finite entry. With ``noise=False``
+    the choice is the plain argmax of each row.
+    """
+    if noise:
+        u = torch.empty_like(logits).exponential_(generator=generator)
+        logits = logits - u.log()  # + Gumbel(0, 1) noise: -log(Exp(1))
+    y_soft = (logits / tau).softmax(dim=-1)  # (B, K, N)  eq. (4)
+    index = y_soft.argmax(dim=-1)  # (B, K)
+    y_hard = F.one_hot(index, logits.shape[-1]).to(y_soft.dtype)  # (B, K, N)  eq. (5)
+    return index, y_hard + y_soft - y_soft.detach()  # eq. (6)
+
+
+def select_frames(mask: Tensor, frames: Tensor) -> Tensor:
+    """Gather the selected frames: mask (B, K, N), frames (B, N, ...) -> (B, K, ...).
+
+    A matrix product rather than indexing, so gradients reach the mask (and its logits).
+    """
+    B, N = frames.shape[:2]
+    return (mask @ frames.reshape(B, N, -1)).reshape(B, mask.shape[1], *frames.shape[2:])
+
+
+class GumbelTopK(nn.Module):
+    """:func:`gumbel_topk` with Gumbel noise in training mode and plain argmax in eval mode.
+
+    Args:
+        tau: softmax temperature of eq. (4); a plain attribute, so a training loop may anneal it.
+    """
+
+    def __init__(self, tau: float = 1.0) -> None:
+        super().__init__()
+        self.tau = tau
+
+    def forward(
+        self, logits: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """logits (B, K, N) -> (index (B, K), straight-through mask (B, K, N))."""
+        return gumbel_topk(logits, self.tau, noise=self.training, generator=generator)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}"

@@ -1,0 +1,59 @@
+"""Language-aware gate (LA-Gate), VideoDistill section 3.2, equations (1)-(3).
+
+The question never enters the visual tokens: it only decides, per head, how much of each
+token's value passes. With ``H`` heads of width ``d = D / H`` and the sentence-level text
+vector ``t`` (the paper's ``t_cls``), token ``v_i`` becomes::
+
+    v_i + w_o(concat over heads h of  cos(w_q(v_i)^h, w_k(t)^h) * w_v(v_i)^h)
+
+* the key comes from the text, queries and values from the visual tokens (1);
+* the gate is the raw cosine between a token's query and the key, one scalar per token and
+  head, broadcast ("repeat") over the head's ``d`` channels (2). There is no sigmoid or
+  softmax: the paper uses the cosine itself as the importance coefficient, so a token can
+  be excited, depressed or flipped;
+* the gated values go through the output projection ``w_o`` (3), and the input skip
+  connection the paper adds "on v_distill" gives the leading ``v_i +``.
+
+Heads follow "a standard multi-head attention setting" on ``w_q, w_k, w_v, w_o``. Only one
+text vector is used (the paper's L = 1 case), so there is no sum over text tokens.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LAGate(nn.Module):
+    """Multi-head language-aware gate over a token sequence.
+
+    Args:
+        dim: D, width of the visual tokens (and of the output).
+        num_heads: H; must divide ``dim``.
+        text_dim: width of the text vector; defaults to ``dim``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, text_dim: int | None = None) -> None:
+        super().__init__()
+        assert dim % num_heads == 0, f"dim {dim} is not divisible by num_heads {num_heads}"
+        self.num_heads = num_heads
+        self.w_q = nn.Linear(dim, dim)
+        self.w_k = nn.Linear(text_dim or dim, dim)
+        self.w_v = nn.Linear(dim, dim)
+        self.w_o = nn.Linear(dim, dim)
+
+    def forward(self, v: Tensor, text: Tensor) -> Tensor:
+        """v (B, M, D) visual tokens, text (B, Dt) sentence vector -> (B, M, D)."""
+        return self.forward_with_gates(v, text)[0]
+
+    def forward_with_gates(self, v: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+        """Like :meth:`forward`, also returning the gates (B, H, M) for inspection."""
+        B, M, D = v.shape
+        H = self.num_heads
+        # eq. (1): the key from the text, queries and values from the visual tokens
+        key = self.w_k(text).view(B, 1, H, D // H)  # (B, 1, H, d)
+        query = self.w_q(v).view(B, M, H, D // H)  # (B, M, H, d)
+        value = self.w_v(v).view(B, M, H, D // H)  # (B, M, H, d)
+        dist = F.cosine_similarity(query, key, dim=-1).unsqueeze(-1)  # (B, M, H, 1)  eq. (2)
+        out = v + self.w_o((dist * value).reshape(B, M, D))  # (B, M, D)  eq. (3) + input skip
+        return out, dist.squeeze(-1).transpose(1, 2)
