@@ -16,6 +16,7 @@ from vqacache.cache_spec.errors import (
     VqaCacheError,
 )
 from vqacache.cache_spec.keys import id_to_key, key_to_id, validate_id
+from vqacache.cache_spec.lease import Lease, LeaseLost, lease_dir, try_claim
 from vqacache.cache_spec.layout import store_path
 from vqacache.cache_spec.spec import (
     FORMAT_VERSION,
@@ -26,16 +27,20 @@ from vqacache.cache_spec.spec import (
     WeightsSpec,
     parse_fps,
 )
-from vqacache.cache_spec.store import FeatureStore, QuestionFeatures, VideoFeatures, open_store
+from vqacache.cache_spec.store import FeatureStore, QuestionFeatures, VideoFeatures, new_run_id, open_store
+from vqacache.cache_spec.verify import Problem, VerifyReport, delete_corrupt, verify_store
 
 __all__ = [
     "FORMAT_VERSION",
     "FeatureSpec",
     "FeatureStore",
     "InvalidVideoId",
+    "Lease",
+    "LeaseLost",
     "NotComplete",
     "OutputSpec",
     "PreprocessSpec",
+    "Problem",
     "QuestionFeatures",
     "SamplingSpec",
     "SpecError",
@@ -43,13 +48,19 @@ __all__ = [
     "StoreError",
     "UnknownName",
     "UsageError",
+    "VerifyReport",
     "VideoFeatures",
     "VqaCacheError",
     "WeightsSpec",
+    "delete_corrupt",
     "id_to_key",
     "key_to_id",
+    "lease_dir",
+    "new_run_id",
     "open_store",
     "parse_fps",
     "store_path",
+    "try_claim",
     "validate_id",
+    "verify_store",
 ]

@@ -9,7 +9,9 @@ Safety rules, all enforced here:
 - each video (and each question bundle) is a group written by one writer; its completion
   marker (``attrs["complete"] = True`` with the checksum) is written last, atomically;
   readers only ever see complete videos;
-- ids are validated and percent-encoded into keys (:mod:`vqacache.cache_spec.keys`).
+- ids are validated and percent-encoded into keys (:mod:`vqacache.cache_spec.keys`);
+- concurrent runs coordinate through leases (:mod:`vqacache.cache_spec.lease`, beside the
+  store) and each run logs into its own group ``runs/<run id>``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import datetime as _dt
 import json
 import os
 import shutil
+import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +30,21 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.errors import ContainsGroupError
 
 from vqacache.cache_spec import layout
 from vqacache.cache_spec.checksum import ArrayHasher, checksum_arrays
 from vqacache.cache_spec.environment import producing_environment
 from vqacache.cache_spec.errors import NotComplete, SpecError, SpecMismatch, StoreError
 from vqacache.cache_spec.keys import id_to_key, key_to_id, validate_id
+from vqacache.cache_spec.lease import DEFAULT_GRACE_S, Lease, LeaseLost, active_leases, lease_dir, try_claim
 from vqacache.cache_spec.spec import FORMAT_VERSION, FeatureSpec
 
 ROOT_ATTR = "vqacache"
 MODES = ("r", "a")
 QUESTION_ARRAYS = ("text", "text_tokens", "text_len", "cand", "cand_tokens", "cand_len")
+RUNS = "runs"
+"""Group of run logs, ``runs/<run key>``; created by the first run that logs (absent in older stores)."""
 
 
 @dataclass
@@ -92,6 +99,12 @@ class QuestionFeatures:
 
 def _utcnow() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    """A run id unique across processes and machines: ``<UTC time>-<host>-<pid>-<random>``."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def open_store(
@@ -246,14 +259,25 @@ class FeatureStore:
             raise StoreError(f"store {self.path} is open read-only")
 
     @contextmanager
-    def write_video(self, video_id: str, attrs: dict[str, Any] | None = None) -> Iterator[VideoWriter]:
+    def write_video(
+        self, video_id: str, attrs: dict[str, Any] | None = None, *, lease: Lease | None = None
+    ) -> Iterator[VideoWriter]:
         """Write one video: ``with store.write_video(vid, attrs) as w: w.append(...)``.
 
         Any earlier partial group of the video is removed first. On a clean exit the data is
         flushed and the completion marker written; on an exception the partial group is
         removed and the exception propagates (the caller records the failure).
+
+        With ``lease`` (from :meth:`claim`), the lease is renewed before anything is touched
+        and once more between the last data and the marker; if another process took the
+        video over, :class:`LeaseLost` propagates and the group, now the new holder's, is
+        left alone (also when ``LeaseLost`` is raised inside the block).
         """
         self._require_writable()
+        if lease is not None:
+            if lease.video_id != video_id:
+                raise ValueError(f"lease is for {lease.video_id!r}, not {video_id!r}")
+            lease.renew()
         key = id_to_key(video_id)
         videos = self.root[layout.VIDEOS]
         if key in videos:
@@ -265,11 +289,46 @@ class FeatureStore:
         writer = VideoWriter(group, self.spec)
         try:
             yield writer
-            writer.finish()
-        except BaseException:
-            del videos[key]
+            writer.finish(before_marker=lease.renew if lease is not None else None)
+        except BaseException as exc:
+            if lease is None or not isinstance(exc, LeaseLost):
+                del videos[key]
             raise
         self._clear_failure(video_id)
+
+    def delete_video(self, video_id: str) -> bool:
+        """Remove a video's group, complete or not (``vqa-cache verify --delete-corrupt``).
+        Returns whether there was one. Do not use on a video another process is writing."""
+        self._require_writable()
+        videos = self.root[layout.VIDEOS]
+        key = id_to_key(video_id)
+        if key not in videos:
+            return False
+        del videos[key]
+        return True
+
+    # -- leases: coordination of concurrent runs ------------------------------------------
+
+    @property
+    def lease_dir(self) -> Path:
+        """``<store>.leases``, beside the store (see :mod:`vqacache.cache_spec.lease`)."""
+        return lease_dir(self.path)
+
+    def claim(self, video_id: str, owner: str, ttl_s: float, *, grace_s: float = DEFAULT_GRACE_S) -> Lease | None:
+        """Claim ``video_id`` before featurizing it; None when another live process holds it.
+
+        The caller then checks :meth:`is_complete` (another process may have finished the
+        video meanwhile), renews while working (``lease.keep_alive()`` or
+        ``lease.renew_if_due()``), writes with ``write_video(..., lease=lease)`` and
+        releases. A lease whose holder died is taken over ``ttl_s + grace_s`` after its
+        last renewal.
+        """
+        self._require_writable()
+        return try_claim(self.path, video_id, owner, ttl_s, grace_s=grace_s)
+
+    def leases(self) -> dict[str, dict[str, Any]]:
+        """``{video_id: lease record}`` of the videos some process is working on now."""
+        return active_leases(self.path)
 
     def record_failure(self, video_id: str, reason: str, message: str) -> None:
         """Record why a video could not be featurized (replaces an earlier record)."""
@@ -315,11 +374,15 @@ class FeatureStore:
             raise ValueError(f"unknown question arrays: {sorted(unknown)}")
         questions = self.root[layout.QUESTIONS]
         split_key = id_to_key(split, "split")
-        splits = questions[split_key] if split_key in questions else questions.create_group(split_key)
+        try:
+            splits = questions.require_group(split_key)
+        except Exception:  # created by a concurrent writer between the check and the write
+            splits = questions[split_key]
         key = id_to_key(video_id)
-        if key in splits:
-            del splits[key]
-        group = splits.create_group(key, attributes={"video_id": video_id, "split": split, "complete": False})
+        # build under a temporary name, publish with one rename: two runs writing the same
+        # bundle at once never interleave (the loser discards its copy)
+        tmp_key = f".tmp-{uuid.uuid4().hex[:12]}-{key}"[:240]
+        group = splits.create_group(tmp_key, attributes={"video_id": video_id, "split": split, "complete": False})
         stored: dict[str, np.ndarray] = {}
         for name, value in arrays.items():
             value = np.asarray(value)
@@ -330,6 +393,14 @@ class FeatureStore:
         group.attrs.update(
             {"entries": _json_safe(entries), "checksum": checksum_arrays(stored), "complete": True, "written": _utcnow()}
         )
+        split_dir = self.path / layout.QUESTIONS / split_key
+        final, tmp = split_dir / key, split_dir / tmp_key
+        if final.exists():  # an older or partial bundle: replace it
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another writer published first
+            shutil.rmtree(tmp, ignore_errors=True)
         self._question_index = None
 
     def _questions_index(self) -> dict[str, tuple[str, str, int]]:
@@ -337,7 +408,7 @@ class FeatureStore:
             index: dict[str, tuple[str, str, int]] = {}
             for split_key, split_group in self._iter_groups(layout.QUESTIONS):
                 for key, group in split_group.groups():
-                    if group.attrs.get("complete") is not True:
+                    if key.startswith(".tmp-") or group.attrs.get("complete") is not True:
                         continue
                     for row, entry in enumerate(group.attrs["entries"]):
                         index[entry["qid"]] = (split_key, key, row)
@@ -387,6 +458,52 @@ class FeatureStore:
     def has_question_bundle(self, split: str, video_id: str) -> bool:
         group = self._group(layout.QUESTIONS, id_to_key(split, "split"), id_to_key(video_id))
         return group is not None and group.attrs.get("complete") is True
+
+    def delete_question_bundle(self, split: str, video_id: str) -> bool:
+        """Remove one question bundle, complete or not. Returns whether there was one."""
+        self._require_writable()
+        splits = self._group(layout.QUESTIONS, id_to_key(split, "split"))
+        key = id_to_key(video_id)
+        if splits is None or key not in splits:
+            return False
+        del splits[key]
+        self._question_index = None
+        return True
+
+    # -- run logs --------------------------------------------------------------------------
+
+    def write_run_log(self, run_id: str, record: dict[str, Any]) -> None:
+        """Store ``record`` (JSON-able) as the attributes of ``runs/<run id>``, replacing
+        what this run logged before. Each run has its own group, so concurrent runs never
+        write the same metadata; log the same ``run_id`` from one process only."""
+        self._require_writable()
+        runs = self._runs_group(create=True)
+        key = id_to_key(run_id, "run id")
+        attrs = {**_json_safe(record), "run_id": run_id}
+        if key in runs:
+            runs[key].attrs.put(attrs)
+        else:
+            try:
+                runs.create_group(key, attributes=attrs)
+            except ContainsGroupError:
+                runs[key].attrs.put(attrs)
+
+    def run_logs(self) -> list[dict[str, Any]]:
+        """Every run's record (with ``run_id``), oldest first (by ``start``, then run id)."""
+        runs = self._runs_group(create=False)
+        if runs is None:
+            return []
+        logs = [dict(group.attrs) for _, group in runs.groups()]
+        return sorted(logs, key=lambda r: (str(r.get("start", "")), str(r.get("run_id", ""))))
+
+    def _runs_group(self, create: bool) -> zarr.Group | None:
+        runs = self._group(RUNS)
+        if runs is not None or not create:
+            return runs
+        try:  # two runs may create it at once: both write the same empty group
+            return self.root.create_group(RUNS)
+        except ContainsGroupError:
+            return self.root[RUNS]
 
     # -- summary -------------------------------------------------------------------------
 
@@ -477,13 +594,18 @@ class VideoWriter:
         array[start : start + n_out] = data[:n_out]
         self._written[name] = start + n_out
 
-    def finish(self) -> str:
-        """Flush everything and write the completion marker (last). Returns the checksum."""
+    def finish(self, before_marker: Callable[[], None] | None = None) -> str:
+        """Flush everything and write the completion marker (last). Returns the checksum.
+
+        ``before_marker`` runs after the data is flushed, just before the marker (the
+        lease check); if it raises, no marker is written."""
         if self.n_frames == 0:
             raise ValueError("refusing to complete a video with zero frames")
         for name in self._expected:
             self._flush(name, final=True)
         checksum = self._hasher.hexdigest()
+        if before_marker is not None:
+            before_marker()
         self.group.attrs.update(
             {"n_frames": self.n_frames, "checksum": checksum, "finished": _utcnow(), "complete": True}
         )

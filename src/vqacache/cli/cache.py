@@ -1,4 +1,4 @@
-"""``vqa-cache``: look at a cache root (``ls``) and at one store (``info``)."""
+"""``vqa-cache``: look at a cache root (``ls``), at one store (``info``), check one (``verify``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vqacache.cache_spec import StoreError, UsageError, open_store
-from vqacache.cli._common import user_errors_exit
+from vqacache.cache_spec import StoreError, UsageError, VerifyReport, delete_corrupt, open_store, verify_store
+from vqacache.cli._common import err_console, user_errors_exit
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 200)  # no squeezed tables in logs
@@ -64,6 +65,98 @@ def info(store: Annotated[Path, typer.Argument(help="Path of a .zarr store.")]) 
         console.print(f"failures ({len(failures)}):")
         for video_id, reason in sorted(failures.items()):
             console.print(f"  {video_id}: {reason}", highlight=False)
+    leases = st.leases()
+    if leases:
+        console.print(f"in progress ({len(leases)} videos claimed by running featurizers):")
+        for video_id, lease in sorted(leases.items()):
+            console.print(f"  {video_id}: {lease.get('owner')} on {lease.get('host')}", highlight=False)
+    runs = st.run_logs()
+    if runs:
+        console.print(f"runs ({len(runs)}, last 5):")
+        for run in runs[-5:]:
+            console.print(f"  {_run_line(run)}", highlight=False)
+
+
+def _run_line(run: dict) -> str:
+    """One run log as a line; every key is optional (see docs/cache-format.md, "Run logs")."""
+    counts = ", ".join(f"{run[k]} {k.removeprefix('videos_')}" for k in ("videos_done", "videos_failed", "videos_skipped", "frames") if k in run)
+    stages = run.get("stage_seconds") or {}
+    timing = " ".join(f"{k} {v:.1f}s" for k, v in stages.items() if isinstance(v, (int, float)))
+    total = f"{run['seconds']:.1f}s" if isinstance(run.get("seconds"), (int, float)) else ""
+    fields = (str(run.get("run_id")), str(run.get("host", "")), counts, total, timing)
+    return "  ".join(x for x in fields if x)
+
+
+VERIFY_HELP = """Check a store: recompute every complete video's and question bundle's checksum from disk.
+
+Reports corrupt groups (checksum mismatch, missing array or chunk/shard file, unreadable data), incomplete ones (no completion marker), and, given the dataset (--data-root, and --dataset unless it is the store's own), videos and question bundles that are missing. Videos recorded as failed are listed but count as problems only with --strict.
+
+Exit codes: 0 clean; 1 something is corrupt, incomplete or missing (or failed, with --strict); 2 usage error (no such store, unknown dataset, bad data root).
+"""
+
+
+@app.command("verify", help=VERIFY_HELP)
+@user_errors_exit
+def verify(
+    store: Annotated[Path, typer.Argument(help="Path of a .zarr store.")],
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset whose videos must all be in the store (default: the store's, when --data-root is given).")
+    ] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset root, to list the expected videos and questions.")] = None,
+    split: Annotated[list[str] | None, typer.Option(help="Only expect these splits (repeatable; default all).")] = None,
+    strict: Annotated[bool, typer.Option(help="Count recorded failures as problems too.")] = False,
+    delete_corrupt_groups: Annotated[
+        bool, typer.Option("--delete-corrupt", help="Remove corrupt groups so the next featurize run recomputes them.")
+    ] = False,
+) -> None:
+    st = open_store(store, "a" if delete_corrupt_groups else "r")
+    expected_ids = expected_questions = None
+    if dataset is not None or data_root is not None:
+        expected_ids, expected_questions = _expected(st.dataset, dataset, data_root, split)
+    with Progress(
+        TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TextColumn("groups"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
+    ) as bar:
+        task = bar.add_task("verify", total=None)
+
+        def progress(checked: int, total: int, name: str) -> None:
+            bar.update(task, completed=checked, total=total)
+
+        report = verify_store(st, expected_ids, progress, expected_questions=expected_questions, strict=strict)
+    _print_report(report)
+    if delete_corrupt_groups and report.corrupt:
+        removed = delete_corrupt(st, report)
+        console.print(f"deleted {len(removed)} corrupt groups; rerun vqa-featurize to recompute them", highlight=False)
+    raise typer.Exit(report.exit_code)
+
+
+def _expected(
+    store_dataset: str, dataset: str | None, data_root: Path | None, splits: list[str] | None
+) -> tuple[set[str], set[tuple[str, str]]]:
+    from vqacache.featurize.datasets import get_dataset  # heavy: only when asked for
+
+    name = dataset or store_dataset
+    if name != store_dataset:
+        raise UsageError(f"the store holds dataset {store_dataset!r}, not {name!r}")
+    ds = get_dataset(name, data_root)
+    chosen = tuple(splits) if splits else ds.splits()
+    ids = {v.video_id for s in chosen for v in ds.videos(s)}
+    bundles = {(s, q.video_id) for s in chosen for q in ds.questions(s)}
+    return ids, bundles
+
+
+def _print_report(report: VerifyReport, limit: int = 100) -> None:
+    rows = report.corrupt + report.incomplete + report.missing + report.failed
+    if rows:
+        table = Table("problem", "what", "id", "detail")
+        for p in rows[:limit]:
+            style = "yellow" if p.kind == "failed" and not report.strict else "red"
+            table.add_row(f"[{style}]{p.kind}[/]", p.what, p.id, p.detail)
+        console.print(table)
+        if len(rows) > limit:
+            console.print(f"... and {len(rows) - limit} more", highlight=False)
+    style = "green" if report.clean else "bold red"
+    console.print(f"[{style}]{report.summary_line()}[/]", highlight=False)
 
 
 def main() -> None:

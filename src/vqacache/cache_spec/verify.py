@@ -1,0 +1,241 @@
+"""Check a whole store against its own checksums (``vqa-cache verify``).
+
+Every complete video and every complete question bundle is read back from disk and its
+checksum recomputed. Problems found:
+
+- ``corrupt``: a complete group whose data does not match its checksum, that lacks an array
+  the spec requires, or that cannot be read (a truncated shard, a damaged shard index or
+  compressed chunk). A deleted chunk or shard file is caught by the checksum: zarr reads a
+  missing chunk as fill values, which differ from what was stored (unless what was stored
+  *was* all fill values, in which case the data read back is exactly right).
+- ``incomplete``: a group without its completion marker (a crashed writer, or one still
+  running: then the detail names the lease holder).
+- ``missing``: with ``expected_ids``, ids that are neither complete nor recorded as failed;
+  with ``expected_questions``, ``(split, video id)`` bundles that are not complete.
+
+Recorded failures (``failed``: videos the featurizer could not decode) are listed but are not
+problems by themselves: they are a known, permanent property of the dataset, and a rerun would
+not change them. ``strict=True`` counts them as problems.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zarr
+from zarr.errors import ZarrUserWarning
+
+from vqacache.cache_spec import layout
+from vqacache.cache_spec.checksum import checksum_arrays
+from vqacache.cache_spec.keys import key_to_id
+from vqacache.cache_spec.lease import active_leases
+from vqacache.cache_spec.store import FeatureStore
+
+Progress = Callable[[int, int, str], None]
+"""``progress(checked, total, name)``: called with ``checked=0`` first, then after each group."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a store. ``what`` is ``video`` or ``questions``; ``id`` a video
+    id, or ``<split>/<video id>`` for a question bundle."""
+
+    kind: str  # "corrupt" | "incomplete" | "missing" | "failed"
+    what: str
+    id: str
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_store` found. ``clean`` when nothing is corrupt, incomplete or missing
+    (and, with ``strict``, nothing failed)."""
+
+    path: str
+    ok: int = 0
+    ok_questions: int = 0
+    corrupt: list[Problem] = field(default_factory=list)
+    incomplete: list[Problem] = field(default_factory=list)
+    missing: list[Problem] = field(default_factory=list)
+    failed: list[Problem] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    expected_checked: bool = False
+    strict: bool = False
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Everything that makes the store not clean, in a stable order."""
+        found = self.corrupt + self.incomplete + self.missing
+        return found + self.failed if self.strict else found
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 1 anything wrong."""
+        return 0 if self.clean else 1
+
+    def summary_line(self) -> str:
+        parts = [
+            f"{self.ok} videos ok",
+            f"{self.ok_questions} question bundles ok",
+            f"{len(self.corrupt)} corrupt",
+            f"{len(self.incomplete)} incomplete",
+            f"{len(self.missing)} missing" if self.expected_checked else "missing not checked (no expected ids)",
+            f"{len(self.failed)} failed",
+        ]
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} complete but not expected")
+        return ("OK: " if self.clean else "PROBLEMS: ") + ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        def rows(problems: list[Problem]) -> list[dict[str, str]]:
+            return [{"what": p.what, "id": p.id, "detail": p.detail} for p in problems]
+
+        return {
+            "path": self.path,
+            "clean": self.clean,
+            "ok": self.ok,
+            "ok_questions": self.ok_questions,
+            "corrupt": rows(self.corrupt),
+            "incomplete": rows(self.incomplete),
+            "missing": rows(self.missing),
+            "failed": rows(self.failed),
+            "unexpected": list(self.unexpected),
+            "expected_checked": self.expected_checked,
+            "strict": self.strict,
+        }
+
+
+def verify_store(
+    store: FeatureStore,
+    expected_ids: Iterable[str] | None = None,
+    progress: Progress | None = None,
+    *,
+    expected_questions: Iterable[tuple[str, str]] | None = None,
+    strict: bool = False,
+) -> VerifyReport:
+    """Recompute every complete video's and question bundle's checksum from disk and compare
+    the store with ``expected_ids`` (video ids) and ``expected_questions`` ((split, video id)
+    pairs). See the module docstring for what counts as a problem."""
+    report = VerifyReport(path=str(store.path), strict=strict)
+    videos = _children(store.root, layout.VIDEOS)
+    bundles = [
+        (key_to_id(split_key), key, group)
+        for split_key, split_group in _children(store.root, layout.QUESTIONS)
+        for key, group in split_group.groups()
+        if not key.startswith(".tmp-")  # a bundle being written (published by rename)
+    ]
+    leases = active_leases(store.path)
+    required = _required_arrays(store)
+    total = len(videos) + len(bundles)
+    checked = 0
+    if progress is not None:
+        progress(0, total, "")
+
+    complete: set[str] = set()
+    for key, group in videos:
+        video_id = str(group.attrs.get("video_id", key_to_id(key)))
+        if group.attrs.get("complete") is not True:
+            report.incomplete.append(Problem("incomplete", "video", video_id, _in_progress(leases.get(video_id))))
+        else:
+            detail = _check_group(group, required)
+            if detail:
+                report.corrupt.append(Problem("corrupt", "video", video_id, detail))
+            else:
+                report.ok += 1
+            complete.add(video_id)
+        checked += 1
+        if progress is not None:
+            progress(checked, total, video_id)
+
+    complete_bundles: set[tuple[str, str]] = set()
+    for split, key, group in bundles:
+        video_id = str(group.attrs.get("video_id", key_to_id(key)))
+        name = f"{split}/{video_id}"
+        if group.attrs.get("complete") is not True:
+            report.incomplete.append(Problem("incomplete", "questions", name, "no completion marker"))
+        else:
+            detail = _check_group(group, ())
+            if detail:
+                report.corrupt.append(Problem("corrupt", "questions", name, detail))
+            else:
+                report.ok_questions += 1
+            complete_bundles.add((split, video_id))
+        checked += 1
+        if progress is not None:
+            progress(checked, total, name)
+
+    failures = store.failures()
+    report.failed = [Problem("failed", "video", vid, reason) for vid, reason in sorted(failures.items()) if vid not in complete]
+    if expected_ids is not None:
+        expected = set(expected_ids)
+        report.expected_checked = True
+        report.missing = [Problem("missing", "video", vid, "not in the store") for vid in sorted(expected - complete - set(failures))]
+        report.unexpected = sorted(complete - expected)
+    if expected_questions is not None:
+        report.expected_checked = True
+        report.missing += [
+            Problem("missing", "questions", f"{split}/{vid}", "no complete bundle")
+            for split, vid in sorted(set(expected_questions) - complete_bundles)
+        ]
+    return report
+
+
+def delete_corrupt(store: FeatureStore, report: VerifyReport) -> list[str]:
+    """Remove the corrupt groups of ``report`` so the next featurize run recomputes them.
+    Returns their names (``video <id>`` / ``questions <split>/<id>``)."""
+    removed = []
+    for problem in report.corrupt:
+        if problem.what == "video":
+            store.delete_video(problem.id)
+        else:
+            split, video_id = problem.id.split("/", 1)
+            store.delete_question_bundle(split, video_id)
+        removed.append(f"{problem.what} {problem.id}")
+    return removed
+
+
+def _children(root: zarr.Group, name: str) -> list[tuple[str, zarr.Group]]:
+    try:
+        parent = root[name]
+    except KeyError:
+        return []
+    return sorted(parent.groups()) if isinstance(parent, zarr.Group) else []
+
+
+def _required_arrays(store: FeatureStore) -> tuple[str, ...]:
+    names = ["cls", *layout.TIME_ARRAYS]
+    if store.spec.outputs.cls_hidden is not None:
+        names.append("cls_hidden")
+    if store.spec.outputs.patches:
+        names.append("patch")
+    return tuple(sorted(names))
+
+
+def _check_group(group: zarr.Group, required: tuple[str, ...]) -> str:
+    """'' when the group's arrays match its checksum, else what is wrong."""
+    try:
+        with warnings.catch_warnings():  # a deleted array's leftover folder: reported below
+            warnings.simplefilter("ignore", ZarrUserWarning)
+            arrays = dict(group.arrays())
+        absent = sorted(set(required) - set(arrays))
+        if absent:
+            return f"array(s) missing: {', '.join(absent)}"
+        if checksum_arrays(arrays) != group.attrs.get("checksum"):
+            return "checksum mismatch (data changed, or a chunk/shard file deleted)"
+    except Exception as exc:  # any decoding failure of damaged files means corrupt
+        message = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return f"unreadable: {type(exc).__name__}: {message}"
+    return ""
+
+
+def _in_progress(lease: dict[str, Any] | None) -> str:
+    if lease is None:
+        return "no completion marker (crashed or interrupted writer)"
+    return f"no completion marker; being written by {lease.get('owner')} on {lease.get('host')}"
