@@ -54,7 +54,10 @@ DEFAULT_SHORT_SIDE = 256
 DEFAULT_CHUNK_FRAMES = 64
 """Default number of output frames per chunk of :func:`iter_decode_at_fps`."""
 
-DECODE_ERROR_REASONS = ("missing", "unreadable", "no-video-stream", "zero-frames", "decode-error")
+DECODE_ERROR_REASONS = (
+    "missing", "unreadable", "no-video-stream", "zero-frames", "decode-error", "timeout", "crashed"
+)
+"""Why a video failed. The last two come only from :class:`~vqacache.featurize.decode_pool.DecodePool`."""
 BACKENDS = ("auto", "decord", "pyav")
 
 DECORD_PIX_FMTS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p")
@@ -76,6 +79,9 @@ class DecodeError(VqaCacheError, RuntimeError):
     bytes, corrupt header, truncated before its index). ``no-video-stream``: e.g. audio
     only. ``zero-frames``: a video stream without frames. ``decode-error``: the file
     breaks midway (truncated, corrupt packets, decoder errors, frames missing).
+    ``timeout`` and ``crashed`` are raised by :class:`~vqacache.featurize.decode_pool.DecodePool`
+    only: the child process decoding the video sent nothing for ``timeout_s`` and was killed,
+    or it died (segfault, ``os._exit``, OOM kill).
     """
 
     def __init__(self, reason: str, message: str) -> None:
