@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,7 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("open_clip_configs")
     (folder / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CFG))
     open_clip.add_model_config(folder)
+    os.environ["VQACACHE_OPEN_CLIP_CONFIGS"] = str(folder)  # for Dask workers and subprocesses
     return f"open_clip:{TINY_CLIP}"
 
 

@@ -15,13 +15,14 @@ from vqacache.cli.featurize import app as featurize_app
 from vqacache.featurize.datasets import get_dataset
 from vqacache.featurize.decode import decode_at_fps
 from vqacache.featurize.encoders import get_encoder
-from vqacache.featurize.pipeline import RepeatExpander
+from vqacache.featurize.repeats import RepeatExpander
 
 runner = CliRunner()
 
 
 def featurize(*args: str):
-    return runner.invoke(featurize_app, list(args), catch_exceptions=False)
+    """In-process runs (--workers 0); test_pipeline_dask.py covers the Dask paths."""
+    return runner.invoke(featurize_app, [*args, "--workers", "0"], catch_exceptions=False)
 
 
 def only_store(cache_root):
@@ -89,13 +90,16 @@ def test_demo_questions_have_text_features(demo_val, demo_root, tiny_clip):
 
 def test_rerun_skips_complete_videos(demo_val, demo_root, tiny_clip):
     cache, _ = demo_val
-    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    def data_files():  # everything but the run logs, which each run adds
+        return {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file() and "/runs/" not in str(p)}
+
+    before = data_files()
     result = featurize("--dataset", "demo", "--data-root", str(demo_root), "--encoder", tiny_clip,
                        "--weights", "random", "--cache-root", str(cache), "--split", "val")
     assert result.exit_code == 0
     assert result.output.splitlines()[-1].startswith("0 videos done, 4 skipped, 0 failed")
-    after = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
-    assert after == before
+    assert data_files() == before
+    assert len(only_store(cache).run_logs()) == 2
 
 
 def test_other_settings_get_another_store(demo_val, demo_root, tiny_clip):
@@ -163,7 +167,8 @@ def test_folder_with_broken_videos_records_failures(tmp_path, shared_videos, tin
     ],
 )
 def test_usage_errors_are_one_line_exit_2(tmp_path, demo_root, args, message):
-    full = ["--encoder", "clip-b16", "--weights", "random", "--cache-root", str(tmp_path), "--data-root", str(demo_root), *args]
+    full = ["--encoder", "clip-b16", "--weights", "random", "--cache-root", str(tmp_path), "--data-root", str(demo_root),
+            "--workers", "0", *args]
     result = runner.invoke(featurize_app, full)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
@@ -181,7 +186,7 @@ def test_offline_pretrained_weights_error_names_weights_flag(tmp_path, demo_root
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     result = runner.invoke(featurize_app, ["--dataset", "demo", "--data-root", str(demo_root), "--encoder", "clip-b16",
-                                           "--cache-root", str(tmp_path / "c")])
+                                           "--cache-root", str(tmp_path / "c"), "--workers", "0"])
     assert result.exit_code == 2 and "--weights" in result.output
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.zarr"))
 

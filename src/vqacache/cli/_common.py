@@ -60,13 +60,13 @@ class RichReporter:
         self.progress.start()
         self.task = self.progress.add_task(description, total=total_videos, frames=0, fps=0.0)
 
-    def video_done(self, video_id: str, frames: int, failed: str | None) -> None:
+    def advance(self, videos: int, frames: int, failures: dict[str, str]) -> None:
         self.frames += frames
-        if failed:
-            self.progress.console.print(f"[yellow]failed[/] {video_id}: {failed}", highlight=False)
+        for video_id, reason in sorted(failures.items()):
+            self.progress.console.print(f"[yellow]failed[/] {video_id}: {reason}", highlight=False)
         elapsed = self.progress.tasks[self.task].elapsed or 0.0
         fps = self.frames / elapsed if elapsed > 0 else 0.0
-        self.progress.update(self.task, advance=1, frames=self.frames, fps=fps)
+        self.progress.update(self.task, advance=videos, frames=self.frames, fps=fps)
 
     def message(self, text: str) -> None:
         self.progress.console.print(text, highlight=False)

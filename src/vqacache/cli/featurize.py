@@ -36,6 +36,15 @@ def run(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Frames per encoder forward.")] = None,
     device: Annotated[str, typer.Option(help="torch device for the encoder.")] = "cpu",
     retry_failed: Annotated[bool, typer.Option(help="Retry videos recorded as failed.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="Local Dask workers (default: one per GPU, one on CPU); 0 runs in this process."),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Use an existing Dask scheduler, e.g. tcp://HOST:8786 (see docs/slurm.md).")
+    ] = None,
+    decode_processes: Annotated[int, typer.Option(min=1, help="Decoder child processes per worker.")] = 1,
+    decode_timeout: Annotated[float, typer.Option(min=1, help="Seconds without a decoded chunk before a video times out.")] = 300.0,
 ) -> None:
     if dtype not in ("float16", "float32"):
         raise UsageError(f"--dtype must be float16 or float32, got {dtype!r}")
@@ -54,6 +63,10 @@ def run(
         batch_size=batch_size,
         device=device,
         retry_failed=retry_failed,
+        workers=workers,
+        scheduler=scheduler,
+        decode_processes=decode_processes,
+        decode_timeout_s=decode_timeout,
     )
     reporter = RichReporter()
     result = featurize(config, reporter)
@@ -65,3 +78,7 @@ def run(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

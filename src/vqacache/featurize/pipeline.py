@@ -1,32 +1,39 @@
-"""Stage one, single process: dataset -> decode at fps -> encode -> store.
+"""Stage one: dataset -> shards of videos -> workers (decode, encode, write) -> store.
 
-:func:`featurize` is what ``vqa-featurize`` calls. It opens (or creates) the store for the
-(dataset, spec) pair, skips videos already complete (and, unless ``retry_failed``, videos
-already recorded as failed), featurizes the rest one by one with the streaming decoder so
-a long video never sits in memory, records each video that cannot be decoded with its
-classified reason, and writes every question's text features. Progress goes to a
-:class:`Reporter`; the library itself prints nothing.
+:func:`featurize` is what ``vqa-featurize`` calls. It resolves the dataset and the spec,
+opens (or creates) the store for the (dataset, spec) pair, cuts the videos still to do into
+shards and runs :func:`vqacache.featurize.shard.run_shard` on each: on Dask workers (a
+LocalCluster by default, or ``scheduler``), or in this process with ``workers=0``. Workers
+write what they compute and return small metadata; progress goes to a :class:`Reporter`.
+
+A task that kills its worker is not retried as a whole: its videos that are not complete
+are resubmitted one per task, so the one video that kills a worker again is recorded as
+``crashed`` and everything else is done.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import socket
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-import torch
-
-from vqacache.cache_spec import FeatureStore, SamplingSpec, open_store, parse_fps, store_path
+from vqacache.cache_spec import FeatureSpec, FeatureStore, open_store, parse_fps, store_path
 from vqacache.featurize.datasets import QuestionRecord, VideoQADataset, VideoRecord, check_videos, get_dataset
-from vqacache.featurize.decode import DEFAULT_FPS, DecodeError, iter_decode_at_fps
-from vqacache.featurize.encoders import Encoder, get_encoder
+from vqacache.featurize.decode import DEFAULT_FPS
+from vqacache.featurize.encoders import resolve_name
+from vqacache.featurize.shard import EncoderArgs, ShardResult, ShardTask, TextTask, encoder_spec, run_shard, run_text
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 3
+TEXT_TASK_VIDEOS = 256
+"""Videos per text task."""
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,20 @@ class FeaturizeConfig:
     fps: Fraction = DEFAULT_FPS
     short_side: int | None = 256
     dtype: str = "float16"
+    compute_dtype: str = "float32"
     batch_size: int | None = None
     """Frames per encoder forward; None = the encoder's hint. Operational: not in the spec."""
     device: str = "cpu"
     retry_failed: bool = False
-    max_videos: int | None = None
-    """Featurize at most this many (new) videos; for smoke tests and benchmarks."""
+    workers: int | None = None
+    """Local Dask workers (None: one per GPU, or one on CPU); 0 runs in this process."""
+    scheduler: str | None = None
+    """Address of an existing Dask scheduler; overrides ``workers``."""
+    shard_videos: int | None = None
+    """Videos per task; None picks a size that keeps every worker busy."""
+    decode_processes: int = 1
+    decode_timeout_s: float = 300.0
+    lease_ttl_s: float = 600.0
 
 
 @dataclass
@@ -61,11 +76,11 @@ class FeaturizeResult:
     skipped: int = 0
     failed: int = 0
     frames: int = 0
-    decoded_frames: int = 0
     questions: int = 0
     seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "encode": 0.0, "write": 0.0})
+    timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     failures: dict[str, str] = field(default_factory=dict)
+    dashboard: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -79,12 +94,21 @@ class FeaturizeResult:
             f"{self.questions} questions; store {self.store_path}"
         )
 
+    def add(self, shard: ShardResult) -> None:
+        self.done += len(shard.done)
+        self.frames += sum(shard.done.values())
+        self.skipped += len(shard.skipped)
+        self.failed += len(shard.failed)
+        self.failures.update(shard.failed)
+        for name, seconds in shard.timings.items():
+            self.timings[name] += seconds
+
 
 class Reporter(Protocol):
     """Receives progress; the CLI renders it with rich."""
 
     def start(self, total_videos: int, description: str) -> None: ...
-    def video_done(self, video_id: str, frames: int, failed: str | None) -> None: ...
+    def advance(self, videos: int, frames: int, failures: dict[str, str]) -> None: ...
     def message(self, text: str) -> None: ...
     def finish(self) -> None: ...
 
@@ -93,7 +117,7 @@ class SilentReporter:
     def start(self, total_videos: int, description: str) -> None:
         pass
 
-    def video_done(self, video_id: str, frames: int, failed: str | None) -> None:
+    def advance(self, videos: int, frames: int, failures: dict[str, str]) -> None:
         pass
 
     def message(self, text: str) -> None:
@@ -111,48 +135,124 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
     splits = config.splits or dataset.splits()
     for split in splits:
         check_videos(dataset, split)
-    encoder = get_encoder(
-        config.encoder,
-        config.weights,
+    args = EncoderArgs(
+        name=config.encoder,
+        weights=config.weights,
         device=config.device,
         patches=config.patches,
         patch_pool=config.patch_pool,
         decode_short_side=config.short_side,
+        compute_dtype=config.compute_dtype,
     )
-    spec = encoder.feature_spec(SamplingSpec(parse_fps(config.fps)), dtype=config.dtype)
-    path = store_path(config.cache_root, dataset.name, encoder.name, spec.fingerprint())
+    fps = str(parse_fps(config.fps))
+    resolve_name(config.encoder)  # a typo fails here, before any cluster starts
+    if config.workers == 0 and not config.scheduler:
+        return _run(config, dataset, splits, args, fps, _InlineRunner(), reporter, t_start)
+    from vqacache.featurize.cluster import connect  # dask only when used
+
+    with connect(config.scheduler, config.workers, config.device) as client:
+        reporter.message(f"dask dashboard: {client.dashboard_link}")
+        return _run(config, dataset, splits, args, fps, _DaskRunner(client), reporter, t_start)
+
+
+def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> FeaturizeResult:  # noqa: ANN001
+    spec = FeatureSpec.from_json(runner.call(encoder_spec, args, fps, config.dtype))
+    path = store_path(config.cache_root, dataset.name, spec.encoder, spec.fingerprint())
     store = open_store(path, "a", spec=spec, dataset=dataset.name)
-    result = FeaturizeResult(store_path=path, fingerprint=spec.fingerprint())
+    result = FeaturizeResult(store_path=path, fingerprint=spec.fingerprint(), dashboard=runner.dashboard)
+    run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     videos = _videos_of(dataset, splits)
     complete = set(store.complete_videos())
-    failed_before = set(store.failures())
-    todo = [
-        v for v in videos if v.video_id not in complete and (config.retry_failed or v.video_id not in failed_before)
-    ]
+    failed_before = set() if config.retry_failed else set(store.failures())
+    todo = [v for v in videos if v.video_id not in complete and v.video_id not in failed_before]
     result.skipped = len(videos) - len(todo)
-    if config.max_videos is not None:
-        todo = todo[: config.max_videos]
-    batch_size = config.batch_size or encoder.batch_size_hint
 
-    reporter.start(len(todo), f"{dataset.name} / {encoder.name}")
-    for video in todo:
-        frames, reason = _featurize_video(store, encoder, video, config, batch_size, result.timings)
-        if reason is None:
-            result.done += 1
-            result.frames += frames
+    def task(shard: list[VideoRecord]) -> ShardTask:
+        return ShardTask(
+            store_path=str(path), fingerprint=spec.fingerprint(), encoder=args,
+            videos=tuple((v.video_id, str(v.path)) for v in shard), fps=fps, short_side=config.short_side,
+            batch_size=config.batch_size, owner=run_id, retry_failed=config.retry_failed,
+            lease_ttl_s=config.lease_ttl_s, decode_processes=config.decode_processes,
+            decode_timeout_s=config.decode_timeout_s,
+        )
+
+    size = config.shard_videos or max(1, min(16, len(todo) // max(1, 4 * runner.workers)))
+    shards = [todo[i : i + size] for i in range(0, len(todo), size)]
+    reporter.start(len(todo), f"{dataset.name} / {spec.encoder}")
+    crashed: list[list[VideoRecord]] = []
+    for shard, outcome in runner.map(run_shard, [(s, task(s)) for s in shards]):
+        if isinstance(outcome, ShardResult):
+            result.add(outcome)
+            reporter.advance(len(outcome.done) + len(outcome.failed) + len(outcome.skipped), sum(outcome.done.values()), outcome.failed)
+        elif len(shard) > 1:  # a worker died: retry its unfinished videos one per task
+            crashed += [[v] for v in shard if not store.is_complete(v.video_id)]
+            reporter.advance(len(shard) - sum(1 for v in shard if not store.is_complete(v.video_id)), 0, {})
         else:
-            result.failed += 1
-            result.failures[video.video_id] = reason
-        reporter.video_done(video.video_id, frames, reason)
+            _record_crash(store, shard[0], outcome, result, reporter)
+    for shard, outcome in runner.map(run_shard, [(s, task(s)) for s in crashed]):
+        if isinstance(outcome, ShardResult):
+            result.add(outcome)
+            reporter.advance(1, sum(outcome.done.values()), outcome.failed)
+        else:
+            _record_crash(store, shard[0], outcome, result, reporter)
     reporter.finish()
 
     t_text = time.perf_counter()
     for split in splits:
-        result.questions += _write_questions(store, encoder, split, dataset.questions(split))
+        result.questions += _write_text(store, dataset, split, args, spec, runner)
     result.timings["text"] = time.perf_counter() - t_text
     result.seconds = time.perf_counter() - t_start
+    _log_run(store, run_id, config, result, runner)
     return result
+
+
+def _record_crash(store: FeatureStore, video: VideoRecord, error: BaseException, result: FeaturizeResult, reporter) -> None:  # noqa: ANN001
+    if store.is_complete(video.video_id):
+        result.done += 1
+        return
+    message = f"the worker process died while featurizing it ({type(error).__name__}: {error})"
+    store.record_failure(video.video_id, "crashed", message)
+    result.failed += 1
+    result.failures[video.video_id] = f"crashed: {message}"
+    reporter.advance(1, 0, {video.video_id: f"crashed: {message}"})
+
+
+def _write_text(store: FeatureStore, dataset: VideoQADataset, split: str, args: EncoderArgs, spec: FeatureSpec, runner) -> int:  # noqa: ANN001
+    by_video: dict[str, list[QuestionRecord]] = defaultdict(list)
+    for q in dataset.questions(split):
+        by_video[q.video_id].append(q)
+    todo = [v for v in sorted(by_video) if not store.has_question_bundle(split, v)]
+    tasks = []
+    for i in range(0, len(todo), TEXT_TASK_VIDEOS):
+        questions = tuple(q for v in todo[i : i + TEXT_TASK_VIDEOS] for q in by_video[v])
+        tasks.append((None, TextTask(str(store.path), spec.fingerprint(), args, split, questions)))
+    for _, outcome in runner.map(run_text, tasks):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return sum(len(qs) for qs in by_video.values())
+
+
+def _log_run(store: FeatureStore, run_id: str, config: FeaturizeConfig, result: FeaturizeResult, runner) -> None:  # noqa: ANN001
+    record = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(result.seconds, 3),
+        "videos_done": result.done,
+        "videos_failed": result.failed,
+        "videos_skipped": result.skipped,
+        "frames": result.frames,
+        "stage_seconds": {k: round(v, 3) for k, v in result.timings.items()},
+        "settings": {
+            "batch_size": config.batch_size,
+            "workers": runner.workers,
+            "scheduler": config.scheduler,
+            "device": config.device,
+            "decode_processes": config.decode_processes,
+        },
+    }
+    store.write_run_log(run_id, record)
 
 
 def _videos_of(dataset: VideoQADataset, splits: tuple[str, ...]) -> list[VideoRecord]:
@@ -163,165 +263,50 @@ def _videos_of(dataset: VideoQADataset, splits: tuple[str, ...]) -> list[VideoRe
     return [seen[k] for k in sorted(seen)]
 
 
-def _featurize_video(
-    store: FeatureStore,
-    encoder: Encoder,
-    video: VideoRecord,
-    config: FeaturizeConfig,
-    batch_size: int,
-    timings: dict[str, float],
-) -> tuple[int, str | None]:
-    """Decode, encode and write one video. Returns (frames written, failure reason or None)."""
-    expander = RepeatExpander()
-    info: dict[str, Any] = {}
-    try:
-        with store.write_video(video.video_id) as writer:
-            chunks = iter_decode_at_fps(video.path, fps=config.fps, short_side=config.short_side)
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    chunk = next(chunks, None)
-                except DecodeError:
-                    raise
-                except Exception as exc:  # a file no check foresaw: record it, never crash the run
-                    raise DecodeError("decode-error", f"{type(exc).__name__}: {exc}") from exc
-                timings["decode"] += time.perf_counter() - t0
-                if chunk is None:
-                    break
-                info = chunk.info.to_dict()
-                t0 = time.perf_counter()
-                unique = _encode_in_batches(encoder, chunk.frames[~chunk.is_repeat], batch_size)
-                features = expander.expand(unique, chunk.is_repeat)
-                timings["encode"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                writer.append(pts=chunk.pts, src_index=chunk.src_index, is_repeat=chunk.is_repeat, **features)
-                timings["write"] += time.perf_counter() - t0
-            writer.group.attrs.update({"source": info})
-            n_frames = writer.n_frames
-    except DecodeError as exc:
-        store.record_failure(video.video_id, exc.reason, str(exc))
-        return 0, f"{exc.reason}: {exc}"
-    return n_frames, None
+class _InlineRunner:
+    """Runs tasks in this process, one after the other (``--workers 0``)."""
+
+    workers = 1
+    dashboard = None
+
+    def call(self, fn, *args):  # noqa: ANN001, ANN002
+        return fn(*args)
+
+    def map(self, fn, items):  # noqa: ANN001
+        for key, item in items:
+            yield key, fn(item)
 
 
-def _encode_in_batches(encoder: Encoder, frames: np.ndarray, batch_size: int) -> dict[str, torch.Tensor]:
-    """Encode (N, H, W, 3) uint8 frames in batches; returns each output concatenated (N, ...)."""
-    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
-    for start in range(0, len(frames), batch_size):
-        for name, value in encoder.encode_frames(frames[start : start + batch_size]).items():
-            parts[name].append(value)
-    return {name: torch.cat(values) for name, values in parts.items()}
+class _DaskRunner:
+    """Submits tasks to a Dask cluster; yields (key, result or the task's exception) as they complete."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.workers = max(1, len(client.scheduler_info().get("workers", {})))
+        self.dashboard = client.dashboard_link
+
+    def call(self, fn, *args):  # noqa: ANN001, ANN002
+        return self.client.submit(fn, *args, pure=False).result()
+
+    def map(self, fn, items):  # noqa: ANN001
+        from distributed import as_completed
+
+        futures = {}
+        for key, item in items:
+            futures[self.client.submit(fn, item, pure=False)] = key
+        for future in as_completed(futures):
+            key = futures.pop(future)
+            if future.status == "error":
+                error = future.exception()
+                if not _is_worker_death(error):
+                    raise error
+                yield key, error
+            else:
+                yield key, future.result()
+            future.release()
 
 
-class RepeatExpander:
-    """Expands features of unique frames back to every output frame, across chunks.
+def _is_worker_death(error: BaseException) -> bool:
+    from distributed.scheduler import KilledWorker
 
-    A video slower than the sampling fps repeats source frames; each is encoded once.
-    ``is_repeat[k]`` says output frame k shows the same source frame as frame k-1, which
-    for the first frame of a chunk is the last frame of the previous chunk.
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[str, torch.Tensor] | None = None
-
-    def expand(self, unique: dict[str, torch.Tensor], is_repeat: np.ndarray) -> dict[str, torch.Tensor]:
-        """``unique``: name -> (U, ...) for the U non-repeated frames; returns name -> (T, ...)."""
-        is_repeat = np.asarray(is_repeat, dtype=bool)
-        if not unique and self._last is not None:  # a chunk made only of repeats
-            unique = {name: last[None][:0] for name, last in self._last.items()}
-        if self._last is None and is_repeat[0]:
-            raise ValueError("the first frame of a video cannot be a repeat")
-        # 1-based row of each output frame's unique frame in this chunk; 0 = previous chunk's last
-        rows = torch.from_numpy(np.cumsum(~is_repeat))
-        out = {}
-        for name, values in unique.items():
-            head = self._last[name][None] if self._last is not None else values[:1]  # row 0
-            out[name] = torch.cat([head, values])[rows]
-        self._last = {name: values[-1] for name, values in out.items()}
-        return out
-
-
-def _write_questions(store: FeatureStore, encoder: Encoder, split: str, questions: list[QuestionRecord]) -> int:
-    """Encode and store the text features of every question, one bundle per (split, video).
-
-    Texts repeat a lot (candidates such as "yes", "two", "red"), so each group of videos
-    encodes its distinct strings once.
-    """
-    by_video: dict[str, list[QuestionRecord]] = defaultdict(list)
-    for q in questions:
-        by_video[q.video_id].append(q)
-    todo = [v for v in sorted(by_video) if not store.has_question_bundle(split, v)]
-    for start in range(0, len(todo), TEXT_GROUP_VIDEOS):
-        group = todo[start : start + TEXT_GROUP_VIDEOS]
-        texts = TextFeatures(encoder, [t for v in group for q in by_video[v] for t in (q.question, *q.candidates)])
-        for video_id in group:
-            records = by_video[video_id]
-            store.write_questions(split, video_id, [_entry(q) for q in records], texts.bundle(records))
-    return len(questions)
-
-
-TEXT_GROUP_VIDEOS = 64
-"""Videos whose distinct texts are encoded together (bounds memory: ~40 KiB per text)."""
-TEXT_BATCH = 64
-"""Texts per text-tower forward."""
-
-
-class TextFeatures:
-    """Text features of a set of distinct strings, encoded once each, sorted by length so a
-    batch pads little; assembled into question bundles by :meth:`bundle`."""
-
-    def __init__(self, encoder: Encoder, texts: list[str]) -> None:
-        distinct = sorted(set(texts), key=lambda t: (len(t), t))
-        self.emb: dict[str, torch.Tensor] = {}  # text -> (E,)
-        self.tokens: dict[str, torch.Tensor] = {}  # text -> (L_text, W)
-        for start in range(0, len(distinct), TEXT_BATCH):
-            batch = distinct[start : start + TEXT_BATCH]
-            out = encoder.encode_text(batch)
-            for i, text in enumerate(batch):
-                self.emb[text] = out["emb"][i]
-                self.tokens[text] = out["tokens"][i, : int(out["length"][i])]
-        self.width = encoder.dims["text_tokens"][0]
-
-    def _stack(self, texts: list[str], longest: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(n,) texts -> emb (n, E), tokens (n, longest, W) zero-padded, lengths (n,)."""
-        emb = torch.stack([self.emb[t] for t in texts])
-        tokens = torch.zeros(len(texts), longest, self.width)
-        lengths = np.array([len(self.tokens[t]) for t in texts], dtype=np.int64)
-        for i, t in enumerate(texts):
-            tokens[i, : lengths[i]] = self.tokens[t]
-        return emb.numpy(), tokens.numpy(), lengths
-
-    def bundle(self, records: list[QuestionRecord]) -> dict[str, np.ndarray]:
-        """The arrays of FeatureStore.write_questions for one video's questions."""
-        questions = [q.question for q in records]
-        longest = max(len(self.tokens[t]) for t in questions)
-        text, text_tokens, text_len = self._stack(questions, longest)
-        arrays = {"text": text, "text_tokens": text_tokens, "text_len": text_len}
-        n_cand = max(len(q.candidates) for q in records)
-        if n_cand == 0:
-            return arrays
-        cands = [c for q in records for c in q.candidates]
-        longest = max(len(self.tokens[c]) for c in cands)
-        emb, tokens, lengths = self._stack(cands, longest)
-        cand = np.zeros((len(records), n_cand, emb.shape[1]), emb.dtype)
-        cand_tokens = np.zeros((len(records), n_cand, longest, self.width), tokens.dtype)
-        cand_len = np.zeros((len(records), n_cand), np.int64)  # 0 marks a padding slot
-        row = 0
-        for i, q in enumerate(records):
-            c = len(q.candidates)
-            cand[i, :c], cand_tokens[i, :c], cand_len[i, :c] = emb[row : row + c], tokens[row : row + c], lengths[row : row + c]
-            row += c
-        arrays.update(cand=cand, cand_tokens=cand_tokens, cand_len=cand_len)
-        return arrays
-
-
-def _entry(q: QuestionRecord) -> dict[str, Any]:
-    return {
-        "qid": q.qid,
-        "question": q.question,
-        "candidates": list(q.candidates),
-        "answer": q.answer,
-        "qtype": q.qtype,
-        "start": q.start,
-        "end": q.end,
-    }
+    return isinstance(error, KilledWorker)

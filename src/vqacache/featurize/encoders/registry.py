@@ -9,7 +9,8 @@ Two kinds of name:
 * **parametric** ``open_clip:MODEL`` for any open_clip model config (``open_clip.list_models()``)
   of the supported kind, e.g. ``--encoder open_clip:ViT-L-14 --weights laion2b_s32b_b82k``.
   There is no default tag: ``--weights`` is required. Its filesystem-safe name (store paths)
-  is ``open_clip-MODEL``.
+  is ``open_clip-MODEL``. Extra model configs (a lab's own) are registered from the folders in
+  ``$VQACACHE_OPEN_CLIP_CONFIGS``.
 
 Unknown names raise :class:`UnknownName` listing the valid ones. The registry itself imports
 no deep-learning library; open_clip is imported when an encoder is built or a model checked.
@@ -18,8 +19,10 @@ no deep-learning library; open_clip is imported when an encoder is built or a mo
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from vqacache.cache_spec.errors import UnknownName
 from vqacache.featurize.encoders.base import Encoder
@@ -67,9 +70,24 @@ def resolve_name(name: str) -> EncoderEntry:
     )
 
 
+MODEL_CONFIGS_ENV = "VQACACHE_OPEN_CLIP_CONFIGS"
+"""os.pathsep-separated folders of extra open_clip model configs (``<MODEL>.json``), registered
+in every process that builds an encoder: Dask workers too, since they inherit the environment."""
+
+
+def add_model_configs_from_env() -> None:
+    """Register the open_clip configs named by ``$VQACACHE_OPEN_CLIP_CONFIGS`` (idempotent)."""
+    import open_clip
+
+    for folder in filter(None, os.environ.get(MODEL_CONFIGS_ENV, "").split(os.pathsep)):
+        if Path(folder).is_dir():
+            open_clip.add_model_config(folder)
+
+
 def _open_clip_entry(model: str) -> EncoderEntry:
     import open_clip
 
+    add_model_configs_from_env()
     models = open_clip.list_models()
     if model not in models or not _SAFE.fullmatch(model):
         from vqacache.featurize.encoders.open_clip_encoder import unsupported_reason

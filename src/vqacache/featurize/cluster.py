@@ -1,0 +1,76 @@
+"""Where the work runs: a Dask LocalCluster by default, or an existing scheduler.
+
+Local default: one worker process per GPU, each pinned to its GPU; on a CPU-only machine one
+worker (its torch threads use the cores; decoding runs in child processes beside it).
+``--scheduler tcp://HOST:PORT`` uses a running cluster instead (``dask scheduler`` +
+``dask worker``, or dask-jobqueue on SLURM: see docs/slurm.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dask
+from distributed import Client, LocalCluster, WorkerPlugin
+
+ALLOWED_FAILURES = 0
+"""A task that kills its worker is not retried elsewhere: a poison video is recorded, not
+allowed to kill every worker in turn (the pipeline retries the shard's other videos)."""
+
+
+WORKER_CONFIG = {
+    "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+    # workers start decoder child processes, which daemonic processes may not have
+    "distributed.worker.daemon": False,
+}
+"""Dask settings the local cluster uses; external clusters need the same (docs/slurm.md)."""
+
+
+class PinGPU(WorkerPlugin):
+    """Pins local worker i to GPU i (before the worker's first CUDA call)."""
+
+    name = "vqacache-pin-gpu"
+
+    def setup(self, worker) -> None:  # noqa: ANN001 - distributed's Worker
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(worker.name)
+
+
+def local_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def default_workers(device: str) -> int:
+    """One per GPU for a CUDA device; on CPU one worker per 16 cores (at least one)."""
+    if device.startswith("cuda"):
+        return max(1, local_gpu_count())
+    return max(1, (os.cpu_count() or 1) // 16)
+
+
+@contextmanager
+def connect(scheduler: str | None, workers: int | None, device: str) -> Iterator[Client]:
+    """A Client on an existing scheduler, or on a fresh LocalCluster closed on exit."""
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    n = workers or default_workers(device)
+    with dask.config.set(WORKER_CONFIG):
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        )
+    try:
+        with Client(cluster) as client:
+            if device == "cuda":  # a bare "cuda" means: each worker its own GPU
+                client.register_plugin(PinGPU())
+            yield client
+    finally:
+        cluster.close()
