@@ -1,0 +1,107 @@
+"""``vqa-train-head``: train a head (uniform, videodistill, sparc) on one feature store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from vqacache.cache_spec import UsageError
+from vqacache.cache_spec.layout import safe_name
+from vqacache.cli._common import user_errors_exit
+from vqacache.heads.train import TrainConfig, train
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+class RichTrainReporter:
+    """Progress bar over training steps with the running loss; epoch lines printed above it."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("steps · epoch {task.fields[epoch]} · loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+        )
+        self.task: Any = None
+
+    def start(self, total_steps: int, description: str) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(description, total=total_steps, epoch=0, loss=float("nan"))
+
+    def advance(self, steps: int, logs: dict[str, float]) -> None:
+        self.progress.update(self.task, advance=steps, epoch=int(logs.get("epoch", 0)), loss=logs.get("loss", 0.0))
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False)
+
+    def finish(self) -> None:
+        self.progress.stop()
+
+
+def resolve_store(store: Path | None, dataset: str | None, encoder: str | None, cache_root: Path | None) -> Path:
+    """``--store``, or the single store of ``--encoder`` for ``--dataset`` under ``--cache-root``."""
+    if store is not None:
+        return store
+    if not (dataset and encoder and cache_root):
+        raise UsageError("give --store, or all of --dataset, --encoder and --cache-root")
+    found = sorted((cache_root / safe_name(dataset)).glob(f"{safe_name(encoder)}-*.zarr"))
+    if len(found) != 1:
+        what = "no store" if not found else f"{len(found)} stores ({', '.join(p.name for p in found)}); pass --store"
+        raise UsageError(f"{what} for {dataset}/{encoder} under {cache_root}")
+    return found[0]
+
+
+@app.command(help="Train a VideoQA head from cached features; checkpoints, metrics and predictions go to --out.")
+@user_errors_exit
+def run(
+    method: Annotated[str, typer.Option(help="uniform, videodistill or sparc.")],
+    out: Annotated[Path, typer.Option(help="Run directory.")],
+    store: Annotated[Path | None, typer.Option(help="Path of the .zarr store.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (with --encoder, --cache-root).")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Encoder name of the store.")] = None,
+    cache_root: Annotated[Path | None, typer.Option(help="Root of the feature cache.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    lr: Annotated[float | None, typer.Option(help="Default: the method's (3e-5).")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Default: the method's (1e-3).")] = None,
+    warmup: Annotated[float | None, typer.Option(help="Warm-up fraction of the steps (default 0.1).")] = None,
+    grad_clip: Annotated[float, typer.Option(help="Max gradient L2 norm; 0 disables.")] = 1.0,
+    seed: int = 0,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
+    device: str = "cpu",
+    amp: Annotated[bool, typer.Option(help="bfloat16 autocast on CUDA.")] = True,
+    num_frames: Annotated[int | None, typer.Option(help="N dense frames (default 100).")] = None,
+    num_select: Annotated[int | None, typer.Option(help="K selected frames (default 16).")] = None,
+    num_layers: Annotated[int | None, typer.Option(help="L blocks (default 3).")] = None,
+    num_heads: Annotated[int | None, typer.Option(help="Attention heads (default 8).")] = None,
+    dim: Annotated[int | None, typer.Option(help="Model width (default: the patch width).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="sparc only: uniform or videodistill.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="sparc: causal-frame threshold t (0.5).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    train_split: str = "train",
+    val_split: str = "val",
+) -> None:
+    args = {
+        "num_frames": num_frames, "num_select": num_select, "num_layers": num_layers, "num_heads": num_heads,
+        "dim": dim, "backbone": backbone, "threshold": threshold,
+    }
+    config = TrainConfig(
+        method=method, store=str(resolve_store(store, dataset, encoder, cache_root)), out=str(out), epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, seed=seed,
+        workers=workers, device=device, amp=amp, resume=resume, train_split=train_split, val_split=val_split,
+        args={k: v for k, v in args.items() if v is not None},
+    )
+    metrics = train(config, RichTrainReporter())
+    typer.echo(f"done: best val acc {metrics.get('best_val_acc', float('nan')):.2f}; run in {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

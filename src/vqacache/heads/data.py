@@ -1,0 +1,347 @@
+"""Questions of one split of one store as a torch :class:`~torch.utils.data.Dataset`.
+
+Per question, :class:`QADataset` yields (names and shapes of one sample; ``collate`` pads a
+batch and adds a leading B):
+
+* ``cls`` (N, E) float32: N dense frames' CLS vectors, spread uniformly over the video's
+  frames at the store's fps (7.5 fps), ``N = num_frames`` (100 as in VideoDistill). A
+  question with a segment (``start``/``end`` seconds) draws its frames only from the frames
+  whose ``pts`` lie in ``[start, end]`` (the single nearest frame when none does). A clip
+  with fewer than N frames gives all of them and ``frame_mask`` (N,) bool marks the real
+  rows (True); frames are never duplicated to fill N.
+* ``patch`` (N', P, W) float32, only when ``patch_frames`` asks for it (see below).
+* ``text`` (E,) the question's sentence vector; ``cand`` (C, E) and ``cand_mask`` (C,) the
+  candidates' sentence vectors (multiple choice), or ``cand`` (0, E) for open-ended sets.
+* ``answer`` int64: the correct candidate's index (multiple choice) or the answer's index in
+  ``answer_vocab`` (open-ended); -1 when unlabelled or not in the vocabulary.
+* ``imageqa`` (N, C) float32 and ``has_imageqa`` bool: the image-QA teacher's answer
+  probabilities for each of the N frames (the teacher frame nearest in pts), when the store
+  has them (``imageqa`` (F, C) and ``imageqa_pts`` (F,) on the question, see
+  :func:`_teacher`); zeros and False otherwise. Methods that need them (SpARC) raise
+  :class:`MissingTeacher` when a batch lacks them.
+
+Reads are lazy: construction reads only the question bundles' JSON attributes; each
+``__getitem__`` reads one question's text rows and the selected frames of one video (zarr
+orthogonal selection, only the chunks holding those frames). The store is opened again in
+each DataLoader worker (the open handle is dropped when the dataset is pickled).
+
+**Patch tokens** (``patch_frames``). VideoDistill's straight-through top-K
+(``select_frames(mask, patches)`` = ``mask @ patches``) sends a gradient to the selection
+logit of *every* candidate frame n through ``<dL/d selected, patches[n]>``; fetching only the
+frames picked by the sampler would leave that gradient only on the K picked entries (a
+biased, much noisier estimator) and would need a second, synchronous store read inside the
+training step, after the sampler ran, outside the DataLoader's workers and prefetch. We
+therefore read the patch tokens of **all N frames** (``patch_frames="all"``) for the
+methods that select frames, and recommend a store featurized with ``--patch-pool``: per
+sample that is ``N * P * W * 2`` bytes of float16, e.g. 100 x 196 x 768 x 2 = 29 MiB for an
+unpooled ViT-B/16 (too much per sample, and the same shard reads) versus 100 x 4 x 768 x 2 =
+0.6 MiB with ``--patch-pool 7`` (2 x 2 grid). A method that does not select (``uniform``)
+reads only its K uniformly placed frames (``patch_frames="uniform"``, ``patch`` (K, P, W)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from vqacache.cache_spec import open_store
+from vqacache.cache_spec.errors import SpecMismatch, UsageError, VqaCacheError
+from vqacache.cache_spec.keys import id_to_key
+from vqacache.cache_spec.store import FeatureStore
+
+PatchFrames = Literal["none", "all", "uniform"]
+
+
+class MissingTeacher(VqaCacheError, ValueError):
+    """A method needs the image-QA teacher's per-frame probabilities and the store has none."""
+
+
+class NoQuestions(VqaCacheError, ValueError):
+    """A split has no complete questions (or none whose video is complete) in the store."""
+
+
+@dataclass(frozen=True)
+class QuestionRef:
+    """Where one question lives: its bundle (split key, video key) and row, and its metadata."""
+
+    qid: str
+    video_id: str
+    split_key: str
+    bundle_key: str
+    row: int
+    answer: Any
+    qtype: str | None
+    start: float | None
+    end: float | None
+    n_candidates: int
+
+
+def uniform_positions(n_valid: int, k: int) -> np.ndarray:
+    """K positions spread uniformly over ``range(n_valid)`` (repeats only when k > n_valid)."""
+    if n_valid <= 0:
+        raise ValueError("no frames to choose from")
+    return np.linspace(0, n_valid - 1, k).round().astype(np.int64)
+
+
+def frame_indices(pts: np.ndarray, num_frames: int, start: float | None = None, end: float | None = None) -> np.ndarray:
+    """Indices (n,), n <= num_frames, increasing, of the frames a question uses.
+
+    All frames, or those with ``start <= pts <= end`` for a segment (the nearest frame to
+    the segment's middle when none is inside); uniformly thinned to ``num_frames``.
+    """
+    candidates = np.arange(len(pts))
+    if start is not None or end is not None:
+        lo = -np.inf if start is None else float(start)
+        hi = np.inf if end is None else float(end)
+        inside = candidates[(pts >= lo) & (pts <= hi)]
+        if len(inside) == 0:
+            mid = (lo + hi) / 2 if np.isfinite(lo) and np.isfinite(hi) else (lo if np.isfinite(lo) else hi)
+            inside = np.array([int(np.abs(pts - mid).argmin())])
+        candidates = inside
+    if len(candidates) <= num_frames:
+        return candidates
+    return candidates[uniform_positions(len(candidates), num_frames)]
+
+
+def question_refs(store: FeatureStore, split: str) -> list[QuestionRef]:
+    """Metadata of the split's complete questions whose video is complete, sorted by qid.
+
+    Reads only the bundles' JSON attributes (the documented layout), never the arrays.
+    """
+    split_key = id_to_key(split, "split")
+    try:
+        split_group = store.root[f"questions/{split_key}"]
+    except KeyError:
+        return []
+    complete = set(store.complete_videos())
+    refs = []
+    for bundle_key, group in split_group.groups():
+        attrs = group.attrs
+        if attrs.get("complete") is not True or attrs["video_id"] not in complete:
+            continue
+        for row, e in enumerate(attrs["entries"]):
+            refs.append(
+                QuestionRef(
+                    qid=e["qid"], video_id=attrs["video_id"], split_key=split_key, bundle_key=bundle_key, row=row,
+                    answer=e.get("answer"), qtype=e.get("qtype"), start=e.get("start"), end=e.get("end"),
+                    n_candidates=len(e.get("candidates") or ()),
+                )
+            )
+    return sorted(refs, key=lambda r: r.qid)
+
+
+def check_fingerprint(store: FeatureStore, expected: str | None) -> None:
+    """Refuse a store whose spec is not the run's (e.g. a checkpoint's recorded fingerprint)."""
+    if expected is not None and store.fingerprint != expected:
+        raise SpecMismatch(
+            f"store {store.path} has fingerprint {store.fingerprint[:12]}, the run expects {expected[:12]}; "
+            "features from another spec would silently change the inputs"
+        )
+
+
+def build_answer_vocab(refs: list[QuestionRef]) -> list[str]:
+    """Open-ended answers seen in ``refs`` (the training split), most frequent first, then by text."""
+    counts: dict[str, int] = {}
+    for r in refs:
+        if isinstance(r.answer, str):
+            counts[r.answer] = counts.get(r.answer, 0) + 1
+    return sorted(counts, key=lambda a: (-counts[a], a))
+
+
+class QADataset(Dataset):
+    """One split of one store; see the module docstring for the sample layout.
+
+    Args:
+        store: path of the store (or an open store).
+        split: split name.
+        num_frames: N.
+        patch_frames: "none", "all" (N frames' patches) or "uniform" (``num_patch_frames``
+            uniformly placed frames among the N).
+        num_patch_frames: K for ``patch_frames="uniform"``.
+        expect_fingerprint: refuse the store unless its fingerprint is this one.
+        answer_vocab: open-ended answers (index = class); built from this split when None.
+    """
+
+    def __init__(
+        self,
+        store: str | FeatureStore,
+        split: str,
+        num_frames: int = 100,
+        patch_frames: PatchFrames = "none",
+        num_patch_frames: int = 16,
+        expect_fingerprint: str | None = None,
+        answer_vocab: list[str] | None = None,
+    ) -> None:
+        opened = store if isinstance(store, FeatureStore) else open_store(store)
+        check_fingerprint(opened, expect_fingerprint)
+        if patch_frames not in ("none", "all", "uniform"):
+            raise UsageError(f"patch_frames must be none, all or uniform, not {patch_frames!r}")
+        if patch_frames != "none" and not opened.spec.outputs.patches:
+            raise UsageError(f"store {opened.path} has no patch tokens; featurize it with --patches")
+        self.path = opened.path
+        self.fingerprint = opened.fingerprint
+        self.spec = opened.spec
+        self.split = split
+        self.num_frames = num_frames
+        self.patch_frames = patch_frames
+        self.num_patch_frames = num_patch_frames
+        self.refs = question_refs(opened, split)
+        if not self.refs:
+            raise NoQuestions(f"store {opened.path} has no complete questions of split {split!r} with complete videos")
+        self.multiple_choice = self.refs[0].n_candidates > 0
+        self.answer_vocab = None if self.multiple_choice else (answer_vocab or build_answer_vocab(self.refs))
+        self._answer_index = {a: i for i, a in enumerate(self.answer_vocab or [])}
+        self.max_candidates = max(r.n_candidates for r in self.refs)
+        self._store: FeatureStore | None = opened
+        self._handles: dict[Any, Any] = {}
+
+    # -- pickling for DataLoader workers: reopen lazily --------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_store"] = None
+        state["_handles"] = {}
+        return state
+
+    @property
+    def store(self) -> FeatureStore:
+        if self._store is None:
+            self._store = open_store(self.path)
+            check_fingerprint(self._store, self.fingerprint)
+        return self._store
+
+    def _video(self, video_id: str) -> tuple[dict[str, Any], np.ndarray]:
+        """Lazy arrays and pts of a video; the handles (not the data) are kept per process."""
+        if video_id not in self._handles:
+            arrays = self.store.video_arrays(video_id)
+            self._handles[video_id] = (arrays, arrays["pts"][:])
+        return self._handles[video_id]
+
+    def _bundle(self, ref: QuestionRef) -> Any:
+        key = (ref.split_key, ref.bundle_key)
+        if key not in self._handles:
+            self._handles[key] = dict(self.store.root[f"questions/{ref.split_key}/{ref.bundle_key}"].arrays())
+        return self._handles[key]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def dims(self) -> dict[str, int]:
+        """Widths a model needs: cls E, text E_t, patch P and W (0 without patches)."""
+        sample = self[0]
+        patch = sample.get("patch")
+        return {
+            "cls_dim": sample["cls"].shape[-1],
+            "text_dim": sample["text"].shape[-1],
+            "num_patches": 0 if patch is None else patch.shape[1],
+            "patch_dim": 0 if patch is None else patch.shape[2],
+            "num_answers": len(self.answer_vocab or []),
+        }
+
+    def _label(self, ref: QuestionRef) -> int:
+        if ref.answer is None:
+            return -1
+        if self.multiple_choice:
+            return int(ref.answer)
+        return self._answer_index.get(str(ref.answer), -1)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ref = self.refs[i]
+        arrays, pts = self._video(ref.video_id)
+        idx = frame_indices(pts, self.num_frames, ref.start, ref.end)  # (n,)
+        cls = np.asarray(arrays["cls"].get_orthogonal_selection((idx, slice(None))), dtype=np.float32)
+        group = self._bundle(ref)
+        item: dict[str, Any] = {
+            "index": i,
+            "qid": ref.qid,
+            "video_id": ref.video_id,
+            "qtype": ref.qtype or "",
+            "cls": torch.from_numpy(cls),  # (n, E)
+            "text": torch.from_numpy(np.asarray(group["text"][ref.row], dtype=np.float32)),  # (E,)
+            "answer": self._label(ref),
+        }
+        if ref.n_candidates:
+            cand = group["cand"][ref.row, : ref.n_candidates]
+            item["cand"] = torch.from_numpy(np.asarray(cand, dtype=np.float32))  # (C, E)
+        if self.patch_frames != "none":
+            chosen = idx if self.patch_frames == "all" else idx[uniform_positions(len(idx), self.num_patch_frames)]
+            patch = arrays["patch"].get_orthogonal_selection((chosen, slice(None), slice(None)))
+            item["patch"] = torch.from_numpy(np.asarray(patch, dtype=np.float32))  # (n or K, P, W)
+        teacher = _teacher(group, ref.row, pts[idx])
+        if teacher is not None:
+            item["imageqa"] = torch.from_numpy(teacher)  # (n, C)
+        return item
+
+
+def _teacher(group: dict[str, Any], row: int, frame_pts: np.ndarray) -> np.ndarray | None:
+    """The teacher's probabilities (n, C) at ``frame_pts``, or None when the bundle has none.
+
+    Looks for ``imageqa`` (Q, F, C) and ``imageqa_pts`` (Q, F) in the question bundle (the
+    layout the image-QA issue adds; rows of a question with fewer teacher frames are padded
+    with NaN pts); each frame takes the teacher frame nearest in pts.
+    """
+    if "imageqa" not in group or "imageqa_pts" not in group:
+        return None
+    probs = np.asarray(group["imageqa"][row], dtype=np.float32)  # (F, C)
+    tpts = np.asarray(group["imageqa_pts"][row], dtype=np.float64)  # (F,)
+    valid = np.isfinite(tpts)
+    probs, tpts = probs[valid], tpts[valid]
+    if len(tpts) == 0:
+        return None
+    nearest = np.abs(frame_pts[:, None] - tpts[None, :]).argmin(axis=1)  # (n,)
+    return probs[nearest]
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pad a list of samples into a batch with masks.
+
+    ``cls`` (B, N, E) + ``frame_mask`` (B, N); ``patch`` (B, N', P, W) + ``patch_mask``;
+    ``cand`` (B, C, E) + ``cand_mask`` (B, C); ``imageqa`` (B, N, C) + ``has_imageqa`` (B,);
+    ``answer`` (B,) int64; ``text`` (B, E); lists ``qid``, ``video_id``, ``qtype``; ``index`` (B,).
+    """
+    B = len(samples)
+    batch: dict[str, Any] = {
+        "index": torch.tensor([s["index"] for s in samples]),
+        "qid": [s["qid"] for s in samples],
+        "video_id": [s["video_id"] for s in samples],
+        "qtype": [s["qtype"] for s in samples],
+        "text": torch.stack([s["text"] for s in samples]),
+        "answer": torch.tensor([s["answer"] for s in samples], dtype=torch.int64),
+    }
+    batch["cls"], batch["frame_mask"] = _pad([s["cls"] for s in samples])
+    if "patch" in samples[0]:
+        batch["patch"], batch["patch_mask"] = _pad([s["patch"] for s in samples])
+    if "cand" in samples[0]:
+        batch["cand"], batch["cand_mask"] = _pad([s["cand"] for s in samples])
+    N, C = batch["cls"].shape[1], batch["cand"].shape[1] if "cand" in batch else 0
+    if any("imageqa" in s for s in samples):
+        C = max(C, max(s["imageqa"].shape[1] for s in samples if "imageqa" in s))
+        teacher = torch.zeros(B, N, C)
+        for b, s in enumerate(samples):
+            if "imageqa" in s:
+                t = s["imageqa"]
+                teacher[b, : t.shape[0], : t.shape[1]] = t
+        batch["imageqa"] = teacher
+        batch["has_imageqa"] = torch.tensor(["imageqa" in s for s in samples])
+    return batch
+
+
+def _pad(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """rows of shape (n_i, ...) -> (B, max n, ...) zero-padded, mask (B, max n) bool."""
+    n = max(r.shape[0] for r in rows)
+    out = rows[0].new_zeros((len(rows), n, *rows[0].shape[1:]))
+    mask = torch.zeros(len(rows), n, dtype=torch.bool)
+    for b, r in enumerate(rows):
+        out[b, : r.shape[0]] = r
+        mask[b, : r.shape[0]] = True
+    return out, mask
+
+
+def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """Tensors of a batch moved to ``device``; lists left alone."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}

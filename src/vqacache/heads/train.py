@@ -1,0 +1,332 @@
+"""The training loop shared by every method: data, AdamW, schedule, checkpoints, metrics.
+
+``train(config, reporter)`` trains ``config.method`` on one store and writes into
+``config.out``::
+
+    RUN_DIR/config.json                 the run's configuration (method args included)
+    RUN_DIR/metrics.jsonl               one JSON line per epoch
+    RUN_DIR/checkpoints/last.pt         written at the end of every epoch
+    RUN_DIR/checkpoints/best.pt         the epoch with the best validation accuracy
+    RUN_DIR/predictions/val.json        best epoch's predictions, NExT-QA's format
+    RUN_DIR/predictions/val-last.json   last epoch's predictions
+
+A checkpoint describes itself under named keys: ``method``, ``model_args``, ``dims``,
+``answer_vocab``, ``store_fingerprint``, ``store_spec``, ``epoch``, ``model``,
+``optimizer``, ``scheduler``, ``scaler``, ``rng`` (torch, cuda, numpy, python),
+``best_val_acc``, ``config``. ``resume=True`` loads ``last.pt``, refuses a store with
+another fingerprint, restores all states and continues with the next epoch; since each
+epoch's shuffling comes from a generator seeded by ``(seed, epoch)`` and the model's
+randomness from the restored global RNG, the resumed run's losses equal those of an
+uninterrupted run (on the same device).
+
+Schedule: linear warm-up over ``warmup`` x total steps, then linear decay to 0 at the last
+step (VideoDistill's "linear decay learning rate schedule with a warm-up strategy").
+AMP (bfloat16 autocast) on CUDA only; gradients clipped to ``grad_clip`` (L2 norm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from vqacache.cache_spec import open_store
+from vqacache.cache_spec.errors import SpecMismatch, UsageError
+from vqacache.heads.data import QADataset, collate, to_device
+from vqacache.heads.eval import NEXTQA_TYPES, FOLD, accuracy_by_type, prediction_key
+from vqacache.heads.methods import get_method, method_args
+
+CHECKPOINT_FORMAT = 1
+
+
+class Reporter(Protocol):
+    def start(self, total_steps: int, description: str) -> None: ...
+    def advance(self, steps: int, logs: dict[str, float]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def finish(self) -> None: ...
+
+
+class SilentReporter:
+    def start(self, total_steps: int, description: str) -> None: ...
+    def advance(self, steps: int, logs: dict[str, float]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def finish(self) -> None: ...
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``args`` override the method's defaults (``num_frames``, ``num_select``,
+    ``dim``, ``backbone``, ...); ``lr``/``weight_decay``/``warmup`` None take the method's."""
+
+    method: str
+    store: str
+    out: str
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float | None = None
+    weight_decay: float | None = None
+    warmup: float | None = None
+    grad_clip: float = 1.0
+    seed: int = 0
+    workers: int = 0
+    device: str = "cpu"
+    amp: bool = True
+    train_split: str = "train"
+    val_split: str = "val"
+    resume: bool = False
+    max_steps_per_epoch: int = 0
+    in_memory: bool = False
+    """Read every sample once before training (small stores, benchmarks); else lazy reads."""
+    stop_after: int = 0
+    """Stop (as if killed) after this many epochs of this invocation; 0: run to ``epochs``."""
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def _lr_lambda(total: int, warmup_steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total - step) / max(1, total - warmup_steps))
+
+    return f
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} is not a vqacache head checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def build_model(ckpt_or_method: str, args: dict[str, Any], dims: dict[str, int]) -> torch.nn.Module:
+    return get_method(ckpt_or_method).build(args, dims)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, method: str, loader: DataLoader, device: str, amp: bool) -> dict[str, dict[str, Any]]:
+    """``{key: {"prediction", "answer", "qtype", "index"}}`` over a loader (key: NExT-QA's)."""
+    model.eval()
+    out: dict[str, dict[str, Any]] = {}
+    m = get_method(method)
+    for batch in loader:
+        batch = to_device(batch, device)
+        with _autocast(device, amp):
+            logits = m.predict(model, batch).float()  # (B, C)
+        pred = logits.argmax(-1).tolist()
+        for b, qid in enumerate(batch["qid"]):
+            out[prediction_key(batch["video_id"][b], qid)] = {
+                "prediction": pred[b], "answer": int(batch["answer"][b]), "qtype": batch["qtype"][b],
+            }
+    return out
+
+
+def _autocast(device: str, amp: bool) -> Any:
+    if amp and str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def score_predictions(preds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy overall and by type with :func:`vqacache.heads.eval.accuracy_by_type`
+    (NExT-QA's grouping when every type is a NExT-QA type)."""
+    types = {FOLD.get(p["qtype"], p["qtype"]) for p in preds.values()}
+    nextqa = bool(types) and types <= set(NEXTQA_TYPES)
+    return accuracy_by_type(((k, p["qtype"], p["prediction"] == p["answer"]) for k, p in preds.items()), nextqa=nextqa)
+
+
+def train(config: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Train; returns the last epoch's metrics (with ``best_val_acc``). See the module doc."""
+    reporter = reporter or SilentReporter()
+    out = Path(config.out)
+    ckpt_dir = out / "checkpoints"
+    method = get_method(config.method)
+    resume_ckpt = None
+    if config.resume:
+        resume_ckpt = load_checkpoint(ckpt_dir / "last.pt")
+        if resume_ckpt["method"] != config.method:
+            raise UsageError(f"{out} was trained with method {resume_ckpt['method']!r}, not {config.method!r}")
+        args = resume_ckpt["model_args"]
+    else:
+        if (ckpt_dir / "last.pt").exists():
+            raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        args = method_args(method, config.args)
+    optim = {k: getattr(config, k) if getattr(config, k) is not None else v for k, v in method.optim.items()}
+
+    store = open_store(config.store)
+    if resume_ckpt is not None and store.fingerprint != resume_ckpt["store_fingerprint"]:
+        raise SpecMismatch(
+            f"store {store.path} (fingerprint {store.fingerprint[:12]}) is not the one the checkpoint was trained on "
+            f"({resume_ckpt['store_fingerprint'][:12]})"
+        )
+    data_kw = method.data(args)
+    vocab = resume_ckpt["answer_vocab"] if resume_ckpt else None
+    train_ds = QADataset(store, config.train_split, expect_fingerprint=store.fingerprint, answer_vocab=vocab, **data_kw)
+    val_ds = QADataset(store, config.val_split, expect_fingerprint=store.fingerprint, answer_vocab=train_ds.answer_vocab, **data_kw)
+    dims = resume_ckpt["dims"] if resume_ckpt else train_ds.dims()
+    if args["num_frames"] < 1 or (not train_ds.multiple_choice and dims["num_answers"] == 0):
+        raise UsageError("nothing to train: no frames or no answer vocabulary")
+
+    if config.in_memory:
+        train_ds, val_ds = InMemory(train_ds), InMemory(val_ds)  # type: ignore[assignment]
+    _seed(config.seed)
+    model = method.build(args, dims).to(config.device)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": optim["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=optim["lr"],
+    )
+    steps_per_epoch = -(-len(train_ds) // config.batch_size)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, round(optim["warmup"] * total))))
+    start_epoch, best = 0, -1.0
+    if resume_ckpt is not None:
+        model.load_state_dict(resume_ckpt["model"])
+        optimizer.load_state_dict(resume_ckpt["optimizer"])
+        scheduler.load_state_dict(resume_ckpt["scheduler"])
+        # the schedule's length follows this run's --epochs (extending a finished run is allowed)
+        scheduler.lr_lambdas[0] = _lr_lambda(total, max(1, round(optim["warmup"] * total)))
+        _set_rng_state(resume_ckpt["rng"])
+        start_epoch, best = resume_ckpt["epoch"] + 1, resume_ckpt["best_val_acc"]
+        _truncate_metrics(out / "metrics.jsonl", resume_ckpt["epoch"])
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text("")
+    _write_json(out / "config.json", {**asdict(config), "args": args, "optim": optim, "store_fingerprint": store.fingerprint})
+
+    loader_kw = {"batch_size": config.batch_size, "collate_fn": collate, "num_workers": config.workers}
+    if config.workers:
+        loader_kw.update(persistent_workers=False, prefetch_factor=4)
+    val_loader = DataLoader(val_ds, shuffle=False, **loader_kw)
+    metrics: dict[str, Any] = {}
+    reporter.start(steps_per_epoch * (config.epochs - start_epoch), f"{config.method} on {store.path.name}")
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        train_loader = DataLoader(train_ds, shuffle=True, generator=gen, **loader_kw)
+        model.train()
+        losses: list[float] = []
+        sums: dict[str, float] = {}
+        for step, batch in enumerate(train_loader):
+            if step >= steps_per_epoch:
+                break
+            batch = to_device(batch, config.device)
+            with _autocast(config.device, config.amp):
+                loss, logs = method.loss(model, batch, args)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(logs["loss"])
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            reporter.advance(1, {**logs, "epoch": epoch})
+        preds = predict(model, config.method, val_loader, config.device, config.amp)
+        scores = score_predictions(preds)
+        val_acc = scores["Acc"] if scores["Acc"] is not None else 0.0
+        improved = val_acc > best
+        best = max(best, val_acc)
+        metrics = {
+            "epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)), "losses": losses,
+            **{f"train_{k}": v / max(1, len(losses)) for k, v in sums.items() if k != "loss"},
+            "val_acc": val_acc, "val": scores, "lr": scheduler.get_last_lr()[0], "best_val_acc": best,
+            "seconds": time.perf_counter() - t0,
+        }
+        official = {k: {"prediction": p["prediction"], "answer": p["answer"]} for k, p in preds.items()}
+        _write_json(out / "predictions" / "val-last.json", official)
+        if improved:
+            _write_json(out / "predictions" / "val.json", official)
+        with (out / "metrics.jsonl").open("a") as f:  # before the checkpoint: resume truncates
+            f.write(json.dumps(metrics) + "\n")
+        ckpt = {
+            "format": CHECKPOINT_FORMAT, "method": config.method, "model_args": args, "dims": dims,
+            "answer_vocab": train_ds.answer_vocab, "store_fingerprint": store.fingerprint,
+            "store_spec": store.spec.to_dict(), "epoch": epoch, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": None,
+            "rng": _rng_state(), "best_val_acc": best, "config": asdict(config),
+        }
+        _atomic_save(ckpt, ckpt_dir / "last.pt")
+        if improved:
+            _atomic_save(ckpt, ckpt_dir / "best.pt")
+        reporter.message(
+            f"epoch {epoch}: train loss {metrics['train_loss']:.4f}  val acc {val_acc:.2f}  (best {best:.2f})"
+        )
+        if config.stop_after and epoch + 1 - start_epoch >= config.stop_after:
+            break
+    reporter.finish()
+    return metrics
+
+
+class InMemory(torch.utils.data.Dataset):
+    """A dataset's samples read once into a list (keeps ``answer_vocab`` and ``fingerprint``)."""
+
+    def __init__(self, ds: QADataset) -> None:
+        self.items = [ds[i] for i in range(len(ds))]
+        self.answer_vocab, self.fingerprint = ds.answer_vocab, ds.fingerprint
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Keep the metric lines of epochs up to the checkpoint's (a crash may have left more)."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= last_epoch]
+    path.write_text("".join(ln + "\n" for ln in lines))
