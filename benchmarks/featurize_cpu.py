@@ -6,8 +6,8 @@ into one folder dataset. Figures, all in output frames (7.5 fps) per second of w
 - decode-only: ``decode_at_fps`` on every video (frames at 7.5 fps, resized to short side 256);
 - encode-only: a bare open_clip ``model.encode_image`` forward on the same unique frames,
   already preprocessed, in the same batch size (the irreducible model cost);
-- end-to-end: ``vqa-featurize``'s library call into a fresh store (decode, preprocess, encode,
-  expand repeats, write, checksum);
+- end-to-end: ``vqa-featurize``'s library call in this process (``workers=0``) into a fresh
+  store (decode in a child process, preprocess, encode, expand repeats, write, checksum);
 - overhead_ratio = end-to-end time / (decode time + encode time): 1.0 means the pipeline adds
   nothing to its two unavoidable stages (single process: they run one after the other).
 
@@ -84,7 +84,7 @@ def main() -> None:
         # end-to-end through the library call behind vqa-featurize
         config = FeaturizeConfig(
             dataset="folder", encoder=args.encoder, weights="random", data_root=folder,
-            cache_root=work / "cache", batch_size=args.batch_size,
+            cache_root=work / "cache", batch_size=args.batch_size, workers=0,
         )
         t0 = time.perf_counter()
         result = featurize(config)

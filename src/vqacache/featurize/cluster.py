@@ -25,8 +25,23 @@ WORKER_CONFIG = {
     "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
     # workers start decoder child processes, which daemonic processes may not have
     "distributed.worker.daemon": False,
+    # the statistical profiler samples every thread's stack every 10 ms: measurable CPU on
+    # a small machine, and our stage timings are in the run log anyway
+    "distributed.worker.profile.enabled": False,
 }
 """Dask settings the local cluster uses; external clusters need the same (docs/slurm.md)."""
+
+
+def worker_environ(n_workers: int) -> dict[str, object]:
+    """Each local worker's share of the cores for torch's intra-op threads.
+
+    Dask's nanny pins OMP/MKL/OpenBLAS to one thread per worker by default, which halves a
+    2-core CPU encoder; one encoder per worker should use its share of the machine instead.
+    """
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.update({name: threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    return environ
 
 
 class PinGPU(WorkerPlugin):
@@ -59,7 +74,7 @@ def connect(scheduler: str | None, workers: int | None, device: str) -> Iterator
             yield client
         return
     n = workers or default_workers(device)
-    with dask.config.set(WORKER_CONFIG):
+    with dask.config.set({**WORKER_CONFIG, "distributed.nanny.pre-spawn-environ": worker_environ(n)}):
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=1,

@@ -646,6 +646,9 @@ def _child_main(conn: Any, shm_prefix: str, decode_fn: str, kwargs: dict[str, An
                 use_shm: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent()
+    import torch  # the decoder resizes with torch; one thread per child, the encoder needs the cores
+
+    torch.set_num_threads(1)
     ring = _Ring(conn, f"{shm_prefix}{os.getpid()}-", n_slots, use_shm)
     child = _Child(conn, resolve_decode_fn(decode_fn), kwargs, ring)
     try:
