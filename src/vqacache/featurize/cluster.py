@@ -37,10 +37,14 @@ def worker_environ(n_workers: int) -> dict[str, object]:
 
     Dask's nanny pins OMP/MKL/OpenBLAS to one thread per worker by default, which halves a
     2-core CPU encoder; one encoder per worker should use its share of the machine instead.
+    Its malloc trim threshold is dropped too (see below).
     """
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     environ.update({name: threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    # Dask also sets MALLOC_TRIM_THRESHOLD_=65536, which makes glibc return freed activations to
+    # the OS after every forward; measured here: ViT-B/16 ~15% slower (2.9-3.2 vs 3.4-3.6 frames/s)
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     return environ
 
 
