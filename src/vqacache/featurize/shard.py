@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqacache.cache_spec import NotComplete, SamplingSpec, StoreError, open_store
+from vqacache.cache_spec import FeatureStore, SamplingSpec, StoreError, open_store
 from vqacache.cache_spec.lease import LeaseLost
 from vqacache.featurize.batcher import FrameBatcher
 from vqacache.featurize.datasets import QuestionRecord
@@ -120,12 +120,18 @@ def _close_pools() -> None:
 # -- the shard ---------------------------------------------------------------------------------
 
 
+def _open_task_store(path: str, fingerprint: str) -> FeatureStore:
+    """The task's store, for writing; refuses a store that is not the one the run created."""
+    store = open_store(path, "a")
+    if store.fingerprint != fingerprint:
+        raise StoreError(f"{path} holds fingerprint {store.fingerprint[:12]}, the task expects {fingerprint[:12]}")
+    return store
+
+
 def run_shard(task: ShardTask) -> ShardResult:
     """Featurize the shard's videos; see the module docstring. Returns small metadata only."""
     result = ShardResult()
-    store = open_store(task.store_path, "a")
-    if store.fingerprint != task.fingerprint:
-        raise StoreError(f"{task.store_path} holds fingerprint {store.fingerprint[:12]}, the task expects {task.fingerprint[:12]}")
+    store = _open_task_store(task.store_path, task.fingerprint)
     encoder = cached_encoder(task.encoder)
     mine = encoder.feature_spec(store.spec.sampling, dtype=store.spec.dtype)
     if mine.fingerprint() != store.fingerprint:
@@ -227,7 +233,5 @@ class TextTask:
 
 def run_text(task: TextTask) -> int:
     """Write the question bundles of ``task.questions`` (one split); returns questions written."""
-    store = open_store(task.store_path, "a")
-    if store.fingerprint != task.fingerprint:
-        raise NotComplete(f"{task.store_path} changed fingerprint during the run")
+    store = _open_task_store(task.store_path, task.fingerprint)
     return write_question_bundles(store, cached_encoder(task.encoder), task.split, list(task.questions))
