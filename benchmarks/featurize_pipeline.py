@@ -27,13 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from featurize_cpu import gather_videos  # noqa: E402
+from featurize_cpu import gather_videos, time_decode_and_encode  # noqa: E402
 
 from vqacache.cache_spec import open_store  # noqa: E402
-from vqacache.featurize.decode import decode_at_fps  # noqa: E402
 from vqacache.featurize.encoders import get_encoder  # noqa: E402
 from vqacache.featurize.pipeline import FeaturizeConfig, featurize  # noqa: E402
 
@@ -58,20 +55,9 @@ def main() -> None:
         work = Path(tmp)
         folder = gather_videos(work)
         paths = sorted(folder.iterdir())
-        t0 = time.perf_counter()
-        decoded = [decode_at_fps(p) for p in paths]
-        decode_s = time.perf_counter() - t0
-        n_frames = sum(len(d.frames) for d in decoded)
         encoder = get_encoder(args.encoder, "random")
-        batch = torch.cat([encoder.transform(d.frames[~d.is_repeat]) for d in decoded])
-        del decoded
-        with torch.inference_mode():
-            encoder.model.encode_image(batch[:2])
-            t0 = time.perf_counter()
-            for start in range(0, len(batch), args.batch_size):
-                encoder.model.encode_image(batch[start : start + args.batch_size])
-            encode_s = time.perf_counter() - t0
-        del encoder, batch
+        decode_s, encode_s, n_frames, _ = time_decode_and_encode(paths, encoder, args.batch_size)
+        del encoder
         pipe_s, pipe_log = run(folder, work / "dask", args.encoder, args.batch_size, None)
         inline_s, inline_log = run(folder, work / "inline", args.encoder, args.batch_size, 0)
     figures = {
