@@ -1,7 +1,15 @@
-"""``vqa-train-head``: train a head (uniform, videodistill, sparc) on one feature store."""
+"""``vqa-train-head``: train a head (uniform, videodistill, sparc) on feature stores.
+
+``--store PATH`` (or ``--dataset/--encoder/--cache-root``) names the primary store;
+``--store ROLE=PATH`` takes one input from another store of the same dataset (roles: cls,
+patch, text, imageqa). ``--data-root DIR`` with ``--dataset`` takes the question list from
+the dataset adapter (featurize's) instead of the store; it is converted here into heads'
+plain :class:`~vqacache.heads.questions.Question` records, so heads never import featurize.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vqacache.cache_spec import UsageError
 from vqacache.cache_spec.layout import safe_name
 from vqacache.cli._common import user_errors_exit
+from vqacache.heads.questions import Question
 from vqacache.heads.train import TrainConfig, train
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -42,6 +51,47 @@ class RichTrainReporter:
         self.progress.stop()
 
 
+ROLE_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)=(.+)$")
+
+
+def parse_stores(values: list[str] | None) -> tuple[Path | None, dict[str, str]]:
+    """``--store`` values -> (primary path or None, {role: path}).
+
+    ``ROLE=PATH`` (ROLE a plain word) overrides one role; anything else is the primary store.
+    """
+    primary: Path | None = None
+    roles: dict[str, str] = {}
+    for value in values or []:
+        match = ROLE_VALUE.match(value)
+        if match:
+            role, path = match.groups()
+            if role in roles:
+                raise UsageError(f"--store {role}=... given twice")
+            roles[role] = path
+        elif primary is not None:
+            raise UsageError(f"two primary stores ({primary}, {value}); give the others as ROLE=PATH")
+        else:
+            primary = Path(value)
+    return primary, roles
+
+
+def adapter_questions(dataset: str | None, data_root: Path, splits: tuple[str, ...]) -> dict[str, list[Question]]:
+    """The questions of ``splits`` as the dataset adapter lists them, as heads' records."""
+    if not dataset:
+        raise UsageError("--data-root needs --dataset (the adapter that reads it)")
+    from vqacache.featurize.datasets import get_dataset  # only when asked: keeps --help fast
+
+    adapter = get_dataset(dataset, data_root)
+    return {
+        split: [
+            Question(qid=r.qid, video_id=r.video_id, split=r.split, question=r.question, candidates=tuple(r.candidates),
+                     answer=r.answer, qtype=r.qtype, start=r.start, end=r.end)
+            for r in adapter.questions(split)
+        ]
+        for split in dict.fromkeys(splits)
+    }
+
+
 def resolve_store(store: Path | None, dataset: str | None, encoder: str | None, cache_root: Path | None) -> Path:
     """``--store``, or the single store of ``--encoder`` for ``--dataset`` under ``--cache-root``."""
     if store is not None:
@@ -60,8 +110,20 @@ def resolve_store(store: Path | None, dataset: str | None, encoder: str | None, 
 def run(
     method: Annotated[str, typer.Option(help="uniform, videodistill or sparc.")],
     out: Annotated[Path, typer.Option(help="Run directory.")],
-    store: Annotated[Path | None, typer.Option(help="Path of the .zarr store.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset name (with --encoder, --cache-root).")] = None,
+    store: Annotated[
+        list[str] | None,
+        typer.Option(help="PATH of the primary .zarr store, or ROLE=PATH to take one input (cls, patch, text, "
+                          "imageqa) from another store of the dataset. Repeatable."),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (with --encoder, --cache-root, or --data-root); "
+                                                     "stores of another dataset are refused.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Take the questions from the --dataset adapter over this "
+                                                        "folder instead of the store.")] = None,
+    require_all_questions: Annotated[
+        bool,
+        typer.Option("--require-all-questions",
+                     help="Fail when listed questions have no features (default: warn and leave them out)."),
+    ] = False,
     encoder: Annotated[str | None, typer.Option(help="Encoder name of the store.")] = None,
     cache_root: Annotated[Path | None, typer.Option(help="Root of the feature cache.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
@@ -89,13 +151,16 @@ def run(
         "num_frames": num_frames, "num_select": num_select, "num_layers": num_layers, "num_heads": num_heads,
         "dim": dim, "backbone": backbone, "threshold": threshold,
     }
+    primary, roles = parse_stores(store)
     config = TrainConfig(
-        method=method, store=str(resolve_store(store, dataset, encoder, cache_root)), out=str(out), epochs=epochs,
+        method=method, store=str(resolve_store(primary, dataset, encoder, cache_root)), out=str(out), epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, seed=seed,
         workers=workers, device=device, amp=amp, resume=resume, train_split=train_split, val_split=val_split,
-        args={k: v for k, v in args.items() if v is not None},
+        args={k: v for k, v in args.items() if v is not None}, stores=roles, dataset=dataset,
+        require_all_questions=require_all_questions,
     )
-    metrics = train(config, RichTrainReporter())
+    questions = adapter_questions(dataset, data_root, (train_split, val_split)) if data_root is not None else None
+    metrics = train(config, RichTrainReporter(), questions)
     typer.echo(f"done: best val acc {metrics.get('best_val_acc', float('nan')):.2f}; run in {out}")
 
 

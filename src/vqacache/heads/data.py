@@ -1,4 +1,5 @@
-"""Questions of one split of one store as a torch :class:`~torch.utils.data.Dataset`.
+"""Questions of one split as a torch :class:`~torch.utils.data.Dataset`, read from one or more
+stores of the same dataset.
 
 Per question, :class:`QADataset` yields (names and shapes of one sample; ``collate`` pads a
 batch and adds a leading B):
@@ -20,10 +21,23 @@ batch and adds a leading B):
   :func:`_teacher`); zeros and False otherwise. Methods that need them (SpARC) raise
   :class:`MissingTeacher` when a batch lacks them.
 
-Reads are lazy: construction reads only the question bundles' JSON attributes; each
-``__getitem__`` reads one question's text rows and the selected frames of one video (zarr
-orthogonal selection, only the chunks holding those frames). The store is opened again in
-each DataLoader worker (the open handle is dropped when the dataset is pickled).
+**Several stores.** Each input has a *role* (``cls``, ``patch``, ``text``, ``imageqa``) and
+comes from the primary store unless ``roles`` names another store of the same dataset for it,
+e.g. ``QADataset("clip-b16.zarr", "train", roles={"patch": "eva-g.zarr"})``: CLS vectors and
+text from the CLIP store, patch tokens from the EVA one (:mod:`vqacache.heads.stores` says why
+roles are named rather than guessed, and what is checked). The frames are chosen on the
+``cls`` store's pts; the ``patch`` store's frames are the ones with the same pts
+(:func:`~vqacache.heads.stores.match_frames`), never the same index.
+
+**Which questions** (:mod:`vqacache.heads.questions`): the text store's bundles, or a dataset
+adapter's list (``questions``). Questions without features (no bundle, stale text, video not
+complete in a frame store) are left out and counted in ``coverage``.
+
+Reads are lazy: construction reads only the question bundles' JSON attributes (and the pts of
+a few videos to check the stores' alignment); each ``__getitem__`` reads one question's text
+rows and the selected frames of one video (zarr orthogonal selection, only the chunks holding
+those frames). The stores are opened again in each DataLoader worker (the open handles are
+dropped when the dataset is pickled) and their fingerprints checked again.
 
 **Patch tokens** (``patch_frames``). VideoDistill's straight-through top-K
 (``select_frames(mask, patches)`` = ``mask @ patches``) sends a gradient to the selection
@@ -41,7 +55,7 @@ reads only its K uniformly placed frames (``patch_frames="uniform"``, ``patch`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -49,12 +63,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vqacache.cache_spec import open_store
 from vqacache.cache_spec.errors import SpecMismatch, UsageError, VqaCacheError
-from vqacache.cache_spec.keys import id_to_key
 from vqacache.cache_spec.store import FeatureStore
+from vqacache.heads.questions import Coverage, Question, QuestionRef, resolve_questions
+from vqacache.heads.stores import StoreLike, StoreSet, match_frames, require_patches
 
 PatchFrames = Literal["none", "all", "uniform"]
+
+__all__ = [
+    "Coverage", "MissingTeacher", "NoQuestions", "QADataset", "Question", "QuestionRef", "StoreSet",
+    "build_answer_vocab", "collate", "frame_indices", "to_device", "uniform_positions",
+]
 
 
 class MissingTeacher(VqaCacheError, ValueError):
@@ -63,22 +82,6 @@ class MissingTeacher(VqaCacheError, ValueError):
 
 class NoQuestions(VqaCacheError, ValueError):
     """A split has no complete questions (or none whose video is complete) in the store."""
-
-
-@dataclass(frozen=True)
-class QuestionRef:
-    """Where one question lives: its bundle (split key, video key) and row, and its metadata."""
-
-    qid: str
-    video_id: str
-    split_key: str
-    bundle_key: str
-    row: int
-    answer: Any
-    qtype: str | None
-    start: float | None
-    end: float | None
-    n_candidates: int
 
 
 def uniform_positions(n_valid: int, k: int) -> np.ndarray:
@@ -108,42 +111,6 @@ def frame_indices(pts: np.ndarray, num_frames: int, start: float | None = None, 
     return candidates[uniform_positions(len(candidates), num_frames)]
 
 
-def question_refs(store: FeatureStore, split: str) -> list[QuestionRef]:
-    """Metadata of the split's complete questions whose video is complete, sorted by qid.
-
-    Reads only the bundles' JSON attributes (the documented layout), never the arrays.
-    """
-    split_key = id_to_key(split, "split")
-    try:
-        split_group = store.root[f"questions/{split_key}"]
-    except KeyError:
-        return []
-    complete = set(store.complete_videos())
-    refs = []
-    for bundle_key, group in split_group.groups():
-        attrs = group.attrs
-        if attrs.get("complete") is not True or attrs["video_id"] not in complete:
-            continue
-        for row, e in enumerate(attrs["entries"]):
-            refs.append(
-                QuestionRef(
-                    qid=e["qid"], video_id=attrs["video_id"], split_key=split_key, bundle_key=bundle_key, row=row,
-                    answer=e.get("answer"), qtype=e.get("qtype"), start=e.get("start"), end=e.get("end"),
-                    n_candidates=len(e.get("candidates") or ()),
-                )
-            )
-    return sorted(refs, key=lambda r: r.qid)
-
-
-def check_fingerprint(store: FeatureStore, expected: str | None) -> None:
-    """Refuse a store whose spec is not the run's (e.g. a checkpoint's recorded fingerprint)."""
-    if expected is not None and store.fingerprint != expected:
-        raise SpecMismatch(
-            f"store {store.path} has fingerprint {store.fingerprint[:12]}, the run expects {expected[:12]}; "
-            "features from another spec would silently change the inputs"
-        )
-
-
 def build_answer_vocab(refs: list[QuestionRef]) -> list[str]:
     """Open-ended answers seen in ``refs`` (the training split), most frequent first, then by text."""
     counts: dict[str, int] = {}
@@ -154,50 +121,81 @@ def build_answer_vocab(refs: list[QuestionRef]) -> list[str]:
 
 
 class QADataset(Dataset):
-    """One split of one store; see the module docstring for the sample layout.
+    """One split read from one or more stores; see the module docstring for the sample layout.
 
     Args:
-        store: path of the store (or an open store).
+        store: the primary store (path or open store), or a ready :class:`StoreSet`.
         split: split name.
         num_frames: N.
         patch_frames: "none", "all" (N frames' patches) or "uniform" (``num_patch_frames``
             uniformly placed frames among the N).
         num_patch_frames: K for ``patch_frames="uniform"``.
-        expect_fingerprint: refuse the store unless its fingerprint is this one.
+        expect_fingerprint: refuse the primary store unless its fingerprint is this one.
         answer_vocab: open-ended answers (index = class); built from this split when None.
+        roles: ``{role: store}`` overriding the primary store for some inputs.
+        questions: the split's questions from a dataset adapter (None: the text store's).
+        expect_fingerprints: ``{role: fingerprint}`` to refuse (a checkpoint's).
+        dataset: refuse stores of another dataset.
+
+    Attributes: ``stores`` (the :class:`StoreSet`), ``fingerprint`` (the primary store's),
+    ``fingerprints`` (per role), ``refs`` (usable questions), ``coverage``.
     """
 
     def __init__(
         self,
-        store: str | FeatureStore,
+        store: StoreLike | StoreSet,
         split: str,
         num_frames: int = 100,
         patch_frames: PatchFrames = "none",
         num_patch_frames: int = 16,
         expect_fingerprint: str | None = None,
         answer_vocab: list[str] | None = None,
+        *,
+        roles: Mapping[str, StoreLike] | None = None,
+        questions: Sequence[Question] | None = None,
+        expect_fingerprints: Mapping[str, str] | None = None,
+        dataset: str | None = None,
     ) -> None:
-        opened = store if isinstance(store, FeatureStore) else open_store(store)
-        check_fingerprint(opened, expect_fingerprint)
         if patch_frames not in ("none", "all", "uniform"):
             raise UsageError(f"patch_frames must be none, all or uniform, not {patch_frames!r}")
-        if patch_frames != "none" and not opened.spec.outputs.patches:
-            raise UsageError(f"store {opened.path} has no patch tokens; featurize it with --patches")
-        self.path = opened.path
-        self.fingerprint = opened.fingerprint
-        self.spec = opened.spec
+        if isinstance(store, StoreSet):
+            if roles:
+                raise ValueError("give roles to the StoreSet, not beside it")
+            stores = store
+            stores.check_dataset(dataset)
+            stores.check_expected(expect_fingerprints or {})
+        else:
+            stores = StoreSet(store, roles, dataset=dataset, expect=expect_fingerprints)
+        if expect_fingerprint is not None and stores.primary_fingerprint != expect_fingerprint:
+            raise SpecMismatch(
+                f"store {stores.primary_path} has fingerprint {stores.primary_fingerprint[:12]}, the run expects "
+                f"{expect_fingerprint[:12]}; features from another spec would silently change the inputs"
+            )
+        if patch_frames != "none":
+            require_patches(stores)
+        self.stores = stores
+        self.path = stores.primary_path
+        self.fingerprint = stores.primary_fingerprint
+        self.fingerprints = dict(stores.fingerprints)
+        self.spec = stores.store("cls").spec
         self.split = split
         self.num_frames = num_frames
         self.patch_frames = patch_frames
         self.num_patch_frames = num_patch_frames
-        self.refs = question_refs(opened, split)
+        frame_roles = ("cls", "patch") if patch_frames != "none" else ("cls",)
+        self.refs, self.coverage = resolve_questions(stores, split, frame_roles, questions)
         if not self.refs:
-            raise NoQuestions(f"store {opened.path} has no complete questions of split {split!r} with complete videos")
+            raise NoQuestions(
+                f"no question of split {split!r} has all its features in {stores!r}"
+                + (f"; {self.coverage.summary()}" if self.coverage.missing else "")
+            )
+        if patch_frames != "none":
+            stores.check_alignment(sorted({r.video_id for r in self.refs}))
         self.multiple_choice = self.refs[0].n_candidates > 0
         self.answer_vocab = None if self.multiple_choice else (answer_vocab or build_answer_vocab(self.refs))
         self._answer_index = {a: i for i, a in enumerate(self.answer_vocab or [])}
         self.max_candidates = max(r.n_candidates for r in self.refs)
-        self._store: FeatureStore | None = opened
+        self._store: FeatureStore | None = stores.store("cls")
         self._handles: dict[Any, Any] = {}
 
     # -- pickling for DataLoader workers: reopen lazily --------------------------------------
@@ -210,22 +208,24 @@ class QADataset(Dataset):
 
     @property
     def store(self) -> FeatureStore:
+        """The store of the ``cls`` role (the primary unless overridden), reopened after pickling."""
         if self._store is None:
-            self._store = open_store(self.path)
-            check_fingerprint(self._store, self.fingerprint)
+            self._store = self.stores.store("cls")
         return self._store
 
-    def _video(self, video_id: str) -> tuple[dict[str, Any], np.ndarray]:
-        """Lazy arrays and pts of a video; the handles (not the data) are kept per process."""
-        if video_id not in self._handles:
-            arrays = self.store.video_arrays(video_id)
-            self._handles[video_id] = (arrays, arrays["pts"][:])
-        return self._handles[video_id]
-
-    def _bundle(self, ref: QuestionRef) -> Any:
-        key = (ref.split_key, ref.bundle_key)
+    def _video(self, role: str, video_id: str) -> tuple[dict[str, Any], np.ndarray]:
+        """Lazy arrays and pts of a video in ``role``'s store; handles (not data) kept per process."""
+        key = (str(self.stores.paths[role]), "video", video_id)
         if key not in self._handles:
-            self._handles[key] = dict(self.store.root[f"questions/{ref.split_key}/{ref.bundle_key}"].arrays())
+            arrays = self.stores.store(role).video_arrays(video_id)
+            self._handles[key] = (arrays, arrays["pts"][:])
+        return self._handles[key]
+
+    def _bundle(self, role: str, split_key: str, bundle_key: str) -> Any:
+        key = (str(self.stores.paths[role]), split_key, bundle_key)
+        if key not in self._handles:
+            group = self.stores.store(role).root[f"questions/{split_key}/{bundle_key}"]
+            self._handles[key] = dict(group.arrays())
         return self._handles[key]
 
     def __len__(self) -> int:
@@ -250,12 +250,22 @@ class QADataset(Dataset):
             return int(ref.answer)
         return self._answer_index.get(str(ref.answer), -1)
 
+    def _patch(self, video_id: str, pts: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        """Patch tokens (K, P, W) of the ``cls`` store's frames ``chosen``, matched by pts."""
+        if self.stores.same("patch", "cls"):
+            arrays, rows = self._video("cls", video_id)[0], chosen
+        else:
+            arrays, patch_pts = self._video("patch", video_id)
+            names = (f"cls store {self.stores.paths['cls'].name}", f"patch store {self.stores.paths['patch'].name}")
+            rows = match_frames(pts[chosen], patch_pts, video_id, *names)
+        return np.asarray(arrays["patch"].get_orthogonal_selection((rows, slice(None), slice(None))), dtype=np.float32)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         ref = self.refs[i]
-        arrays, pts = self._video(ref.video_id)
+        arrays, pts = self._video("cls", ref.video_id)
         idx = frame_indices(pts, self.num_frames, ref.start, ref.end)  # (n,)
         cls = np.asarray(arrays["cls"].get_orthogonal_selection((idx, slice(None))), dtype=np.float32)
-        group = self._bundle(ref)
+        group = self._bundle("text", ref.split_key, ref.bundle_key)
         item: dict[str, Any] = {
             "index": i,
             "qid": ref.qid,
@@ -270,11 +280,11 @@ class QADataset(Dataset):
             item["cand"] = torch.from_numpy(np.asarray(cand, dtype=np.float32))  # (C, E)
         if self.patch_frames != "none":
             chosen = idx if self.patch_frames == "all" else idx[uniform_positions(len(idx), self.num_patch_frames)]
-            patch = arrays["patch"].get_orthogonal_selection((chosen, slice(None), slice(None)))
-            item["patch"] = torch.from_numpy(np.asarray(patch, dtype=np.float32))  # (n or K, P, W)
-        teacher = _teacher(group, ref.row, pts[idx])
-        if teacher is not None:
-            item["imageqa"] = torch.from_numpy(teacher)  # (n, C)
+            item["patch"] = torch.from_numpy(self._patch(ref.video_id, pts, chosen))  # (n or K, P, W)
+        if ref.teacher_key is not None:
+            teacher = _teacher(self._bundle("imageqa", ref.split_key, ref.teacher_key), ref.teacher_row, pts[idx])
+            if teacher is not None:
+                item["imageqa"] = torch.from_numpy(teacher)  # (n, C)
         return item
 
 

@@ -9,15 +9,26 @@
     RUN_DIR/checkpoints/best.pt         the epoch with the best validation accuracy
     RUN_DIR/predictions/val.json        best epoch's predictions, NExT-QA's format
     RUN_DIR/predictions/val-last.json   last epoch's predictions
+    RUN_DIR/curves.png                  losses, validation accuracy and learning rate per epoch
+
+Inputs: the primary store ``config.store`` and, per role, other stores of the same dataset
+(``config.stores``, e.g. ``{"patch": PATH}``; :mod:`vqacache.heads.stores`). The questions
+come from the text store, or from a dataset adapter's list passed to :func:`train`; listed
+questions without features are reported as a warning, or refused with
+``require_all_questions`` (:mod:`vqacache.heads.questions`).
 
 A checkpoint describes itself under named keys: ``method``, ``model_args``, ``dims``,
-``answer_vocab``, ``store_fingerprint``, ``store_spec``, ``epoch``, ``model``,
-``optimizer``, ``scheduler``, ``scaler``, ``rng`` (torch, cuda, numpy, python),
-``best_val_acc``, ``config``. ``resume=True`` loads ``last.pt``, refuses a store with
-another fingerprint, restores all states and continues with the next epoch; since each
-epoch's shuffling comes from a generator seeded by ``(seed, epoch)`` and the model's
-randomness from the restored global RNG, the resumed run's losses equal those of an
-uninterrupted run (on the same device).
+``answer_vocab``, ``store_fingerprints`` (role -> fingerprint of every store read),
+``store_paths``, ``store_specs`` (role -> spec), ``store_fingerprint`` and ``store_spec``
+(the primary store's), ``questions_digest`` (split -> digest of the qids used), ``epoch``,
+``model``, ``optimizer``, ``scheduler``, ``scaler``, ``rng`` (torch, cuda, numpy, python),
+``best_val_acc``, ``config``. ``resume=True`` loads ``last.pt``, refuses any role whose store
+has another fingerprint, restores all states and continues with the next epoch (a changed
+question list is reported: the continuation is then no longer exact); since each epoch's
+shuffling comes from a generator seeded by ``(seed, epoch)`` and the model's randomness from
+the restored global RNG, the resumed run's losses equal those of an uninterrupted run (on
+the same device). :func:`checkpoint_dataset` builds a split's dataset for a checkpoint with
+the same checks (evaluation).
 
 Schedule: linear warm-up over ``warmup`` x total steps, then linear decay to 0 at the last
 step (VideoDistill's "linear decay learning rate schedule with a warm-up strategy").
@@ -26,11 +37,12 @@ AMP (bfloat16 autocast) on CUDA only; gradients clipped to ``grad_clip`` (L2 nor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,11 +51,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from vqacache.cache_spec import open_store
-from vqacache.cache_spec.errors import SpecMismatch, UsageError
+from vqacache.cache_spec.errors import UsageError
+from vqacache.heads.curves import write_curves
 from vqacache.heads.data import QADataset, collate, to_device
 from vqacache.heads.eval import NEXTQA_TYPES, FOLD, accuracy_by_type, prediction_key
 from vqacache.heads.methods import get_method, method_args
+from vqacache.heads.methods.common import answer_loss
+from vqacache.heads.questions import MissingQuestions, Question
+from vqacache.heads.stores import ROLES, StoreSet
 
 CHECKPOINT_FORMAT = 1
 
@@ -69,6 +84,7 @@ class TrainConfig:
 
     method: str
     store: str
+    """The primary store: every input whose role is not in ``stores`` comes from it."""
     out: str
     epochs: int = 10
     batch_size: int = 8
@@ -89,6 +105,12 @@ class TrainConfig:
     stop_after: int = 0
     """Stop (as if killed) after this many epochs of this invocation; 0: run to ``epochs``."""
     args: dict[str, Any] = field(default_factory=dict)
+    stores: dict[str, str] = field(default_factory=dict)
+    """Role -> store overriding the primary store (roles: cls, patch, text, imageqa)."""
+    dataset: str | None = None
+    """Refuse stores of another dataset (None: any, as long as all stores agree)."""
+    require_all_questions: bool = False
+    """Refuse listed questions without features instead of warning and leaving them out."""
 
 
 def _lr_lambda(total: int, warmup_steps: int) -> Callable[[int], float]:
@@ -147,25 +169,64 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def checkpoint_fingerprints(ckpt: dict[str, Any]) -> dict[str, str]:
+    """Role -> fingerprint a checkpoint was trained on (older checkpoints: the one store's, every role)."""
+    return dict(ckpt.get("store_fingerprints") or {role: ckpt["store_fingerprint"] for role in ROLES})
+
+
+def checkpoint_dataset(
+    ckpt: dict[str, Any],
+    store: str | Path,
+    split: str,
+    stores: Mapping[str, str | Path] | None = None,
+    questions: Sequence[Question] | None = None,
+) -> QADataset:
+    """The dataset of ``split`` for a checkpoint's model: its method's inputs and answer
+    vocabulary, refusing any role whose store is not the one the checkpoint was trained on."""
+    expect = checkpoint_fingerprints(ckpt)
+    store_set = StoreSet(store, stores, expect=expect, expect_what="the checkpoint")
+    data_kw = get_method(ckpt["method"]).data(ckpt["model_args"])
+    return QADataset(store_set, split, answer_vocab=ckpt["answer_vocab"], questions=questions, **data_kw)
+
+
+def questions_digest(ds: QADataset) -> str:
+    """sha256 of the sorted qids a dataset uses (a resumed run must see the same list)."""
+    return hashlib.sha256("\n".join(r.qid for r in ds.refs).encode()).hexdigest()
+
+
 def build_model(ckpt_or_method: str, args: dict[str, Any], dims: dict[str, int]) -> torch.nn.Module:
     return get_method(ckpt_or_method).build(args, dims)
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, method: str, loader: DataLoader, device: str, amp: bool) -> dict[str, dict[str, Any]]:
-    """``{key: {"prediction", "answer", "qtype", "index"}}`` over a loader (key: NExT-QA's)."""
+def predict(
+    model: torch.nn.Module, method: str, loader: DataLoader, device: str, amp: bool,
+    stats: dict[str, float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``{key: {"prediction", "answer", "qtype", "index"}}`` over a loader (key: NExT-QA's).
+
+    ``stats``, when given, receives ``loss``: the mean answer cross-entropy of the predictions
+    over the labelled questions (absent when none is labelled).
+    """
     model.eval()
     out: dict[str, dict[str, Any]] = {}
     m = get_method(method)
+    loss_sum, labelled = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
         with _autocast(device, amp):
             logits = m.predict(model, batch).float()  # (B, C)
+        n = int((batch["answer"] >= 0).sum())
+        if n:
+            loss_sum += float(answer_loss(logits, batch["answer"])) * n
+            labelled += n
         pred = logits.argmax(-1).tolist()
         for b, qid in enumerate(batch["qid"]):
             out[prediction_key(batch["video_id"][b], qid)] = {
                 "prediction": pred[b], "answer": int(batch["answer"][b]), "qtype": batch["qtype"][b],
             }
+    if stats is not None and labelled:
+        stats["loss"] = loss_sum / labelled
     return out
 
 
@@ -183,8 +244,23 @@ def score_predictions(preds: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return accuracy_by_type(((k, p["qtype"], p["prediction"] == p["answer"]) for k, p in preds.items()), nextqa=nextqa)
 
 
-def train(config: TrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Train; returns the last epoch's metrics (with ``best_val_acc``). See the module doc."""
+def _check_coverage(ds: QADataset, config: TrainConfig, reporter: Reporter) -> None:
+    if not ds.coverage.missing:
+        return
+    if config.require_all_questions:
+        raise MissingQuestions(ds.coverage.summary())
+    reporter.message(f"warning: {ds.coverage.summary()}")
+
+
+def train(
+    config: TrainConfig,
+    reporter: Reporter | None = None,
+    questions: Mapping[str, Sequence[Question]] | None = None,
+) -> dict[str, Any]:
+    """Train; returns the last epoch's metrics (with ``best_val_acc``). See the module doc.
+
+    ``questions``: split -> a dataset adapter's questions (None: the text store's bundles).
+    """
     reporter = reporter or SilentReporter()
     out = Path(config.out)
     ckpt_dir = out / "checkpoints"
@@ -201,16 +277,30 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict[str, An
         args = method_args(method, config.args)
     optim = {k: getattr(config, k) if getattr(config, k) is not None else v for k, v in method.optim.items()}
 
-    store = open_store(config.store)
-    if resume_ckpt is not None and store.fingerprint != resume_ckpt["store_fingerprint"]:
-        raise SpecMismatch(
-            f"store {store.path} (fingerprint {store.fingerprint[:12]}) is not the one the checkpoint was trained on "
-            f"({resume_ckpt['store_fingerprint'][:12]})"
-        )
+    expect = checkpoint_fingerprints(resume_ckpt) if resume_ckpt is not None else None
+    stores = StoreSet(
+        config.store, config.stores, dataset=config.dataset, expect=expect, expect_what="the checkpoint",
+        expect_paths=resume_ckpt.get("store_paths") if resume_ckpt is not None else None,
+    )
     data_kw = method.data(args)
     vocab = resume_ckpt["answer_vocab"] if resume_ckpt else None
-    train_ds = QADataset(store, config.train_split, expect_fingerprint=store.fingerprint, answer_vocab=vocab, **data_kw)
-    val_ds = QADataset(store, config.val_split, expect_fingerprint=store.fingerprint, answer_vocab=train_ds.answer_vocab, **data_kw)
+    questions = questions or {}
+    train_ds = QADataset(stores, config.train_split, answer_vocab=vocab, questions=questions.get(config.train_split),
+                         **data_kw)
+    val_ds = QADataset(stores, config.val_split, answer_vocab=train_ds.answer_vocab,
+                       questions=questions.get(config.val_split), **data_kw)
+    splits = {config.train_split: train_ds, config.val_split: val_ds}
+    for ds in splits.values():
+        _check_coverage(ds, config, reporter)
+    digests = {split: questions_digest(ds) for split, ds in splits.items()}
+    before = resume_ckpt.get("questions_digest", {}) if resume_ckpt is not None else {}
+    for split in sorted(s for s in digests if s in before and before[s] != digests[s]):
+        reporter.message(
+            f"warning: the questions of split {split!r} ({len(splits[split])} now) are not those the checkpoint "
+            "was trained on; the resumed run will not reproduce an uninterrupted one"
+        )
+    coverage = {split: ds.coverage.to_dict() for split, ds in splits.items()}
+    store_specs = stores.specs()
     dims = resume_ckpt["dims"] if resume_ckpt else train_ds.dims()
     if args["num_frames"] < 1 or (not train_ds.multiple_choice and dims["num_answers"] == 0):
         raise UsageError("nothing to train: no frames or no answer vocabulary")
@@ -243,14 +333,18 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict[str, An
     else:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("")
-    _write_json(out / "config.json", {**asdict(config), "args": args, "optim": optim, "store_fingerprint": store.fingerprint})
+    _write_json(out / "config.json", {
+        **asdict(config), "args": args, "optim": optim, "store_fingerprint": stores.primary_fingerprint,
+        "store_roles": stores.describe(),
+        "questions": coverage,
+    })
 
     loader_kw = {"batch_size": config.batch_size, "collate_fn": collate, "num_workers": config.workers}
     if config.workers:
         loader_kw.update(persistent_workers=False, prefetch_factor=4)
     val_loader = DataLoader(val_ds, shuffle=False, **loader_kw)
     metrics: dict[str, Any] = {}
-    reporter.start(steps_per_epoch * (config.epochs - start_epoch), f"{config.method} on {store.path.name}")
+    reporter.start(steps_per_epoch * (config.epochs - start_epoch), f"{config.method} on {stores.primary_path.name}")
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
@@ -274,7 +368,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict[str, An
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             reporter.advance(1, {**logs, "epoch": epoch})
-        preds = predict(model, config.method, val_loader, config.device, config.amp)
+        val_stats: dict[str, float] = {}
+        preds = predict(model, config.method, val_loader, config.device, config.amp, val_stats)
         scores = score_predictions(preds)
         val_acc = scores["Acc"] if scores["Acc"] is not None else 0.0
         improved = val_acc > best
@@ -282,7 +377,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict[str, An
         metrics = {
             "epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)), "losses": losses,
             **{f"train_{k}": v / max(1, len(losses)) for k, v in sums.items() if k != "loss"},
-            "val_acc": val_acc, "val": scores, "lr": scheduler.get_last_lr()[0], "best_val_acc": best,
+            "val_acc": val_acc, "val_loss": val_stats.get("loss"), "val": scores, "lr": scheduler.get_last_lr()[0],
+            "best_val_acc": best,
             "seconds": time.perf_counter() - t0,
         }
         official = {k: {"prediction": p["prediction"], "answer": p["answer"]} for k, p in preds.items()}
@@ -291,10 +387,14 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict[str, An
             _write_json(out / "predictions" / "val.json", official)
         with (out / "metrics.jsonl").open("a") as f:  # before the checkpoint: resume truncates
             f.write(json.dumps(metrics) + "\n")
+        write_curves(out / "metrics.jsonl", out / "curves.png", title=f"{config.method} on {stores.primary_path.name}")
         ckpt = {
             "format": CHECKPOINT_FORMAT, "method": config.method, "model_args": args, "dims": dims,
-            "answer_vocab": train_ds.answer_vocab, "store_fingerprint": store.fingerprint,
-            "store_spec": store.spec.to_dict(), "epoch": epoch, "model": model.state_dict(),
+            "answer_vocab": train_ds.answer_vocab, "store_fingerprint": stores.primary_fingerprint,
+            "store_spec": stores.primary_spec.to_dict(),
+            "store_fingerprints": dict(stores.fingerprints),
+            "store_paths": {r: str(p) for r, p in stores.paths.items()}, "store_specs": store_specs,
+            "questions_digest": digests, "dataset": stores.dataset, "epoch": epoch, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": None,
             "rng": _rng_state(), "best_val_acc": best, "config": asdict(config),
         }
