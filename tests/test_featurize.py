@@ -159,7 +159,7 @@ def test_folder_with_broken_videos_records_failures(tmp_path, shared_videos, tin
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--dataset", "nope"], "demo, folder, nextqa"),
+        (["--dataset", "nope"], "unknown dataset 'nope'; available: activitynet_qa, agqa, clevrer, demo"),
         (["--dataset", "demo", "--encoder", "clip-b99"], "clip-b16"),
         (["--dataset", "folder", "--data-root", "/does/not/exist"], "--data-root"),
         (["--dataset", "demo", "--fps", "fast"], "fps"),

@@ -9,6 +9,8 @@ import typer
 
 from vqacache.cache_spec import UsageError, parse_fps
 from vqacache.cli._common import RichReporter, user_errors_exit
+from vqacache.cli.dry_run import print_dry_run
+from vqacache.featurize.datasets import list_datasets
 from vqacache.featurize.pipeline import FeaturizeConfig, featurize
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -17,9 +19,13 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 @app.command(help="Decode a dataset's videos at a fixed fps and cache frozen-encoder features in Zarr.")
 @user_errors_exit
 def run(
-    dataset: Annotated[str, typer.Option(help="Dataset name: demo, folder, nextqa.")],
-    encoder: Annotated[str, typer.Option(help="Encoder name, e.g. clip-b16, or open_clip:MODEL.")],
-    cache_root: Annotated[Path, typer.Option(help="Root of the shared feature cache.")],
+    dataset: Annotated[str, typer.Option(help=f"Dataset name: {', '.join(list_datasets())} (docs/datasets.md).")],
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder name, e.g. clip-b16, or open_clip:MODEL (required unless --dry-run).")
+    ] = None,
+    cache_root: Annotated[
+        Path | None, typer.Option(help="Root of the shared feature cache (required unless --dry-run).")
+    ] = None,
     weights: Annotated[
         str | None,
         typer.Option(help="Pretrained tag (default: the encoder's), a local checkpoint file, or random[:SEED]."),
@@ -45,7 +51,16 @@ def run(
     ] = None,
     decode_processes: Annotated[int, typer.Option(min=1, help="Decoder child processes per worker.")] = 1,
     decode_timeout: Annotated[float, typer.Option(min=1, help="Seconds without a decoded chunk before a video times out.")] = 300.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read the annotations only: print questions, videos and videos missing on disk per split, then exit.")
+    ] = False,
 ) -> None:
+    if dry_run:
+        print_dry_run(dataset, data_root, tuple(split or ()))
+        return
+    missing = [flag for flag, value in (("--encoder", encoder), ("--cache-root", cache_root)) if value is None]
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)} (required unless --dry-run)")
     if dtype not in ("float16", "float32"):
         raise UsageError(f"--dtype must be float16 or float32, got {dtype!r}")
     config = FeaturizeConfig(

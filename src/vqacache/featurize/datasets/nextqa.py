@@ -139,3 +139,7 @@ class NextQA:
 
     def missing_videos(self, split: str | None = None) -> list[str]:
         return missing_ids(self.videos(split))
+
+    def answer_vocab(self) -> list[str]:
+        """Multiple choice: no answer vocabulary."""
+        return []

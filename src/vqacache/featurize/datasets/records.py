@@ -53,6 +53,12 @@ class VideoQADataset(Protocol):
 
     ``videos()`` never raises for absent files; call
     :func:`vqacache.featurize.datasets.check_videos` to turn absent files into one error.
+
+    Optional member ``answer_vocab() -> list[str]``: the benchmark's answer vocabulary for
+    open-ended questions, built from the training answers as the benchmark's convention
+    says (each adapter documents its convention); multiple-choice adapters return ``[]``.
+    It is not part of the structural check, so adapters without it still satisfy this
+    protocol; read it through :func:`answer_vocab_of`, which gives ``[]`` for them.
     """
 
     name: str
@@ -73,3 +79,9 @@ class VideoQADataset(Protocol):
     def missing_videos(self, split: str | None = None) -> list[str]:
         """Ids (sorted) of the videos of ``split`` whose file does not exist."""
         ...
+
+
+def answer_vocab_of(dataset: VideoQADataset) -> list[str]:
+    """``dataset.answer_vocab()`` if the adapter has it (open-ended benchmarks), else ``[]``."""
+    method = getattr(dataset, "answer_vocab", None)
+    return list(method()) if callable(method) else []
