@@ -103,6 +103,12 @@ def real_videos(folder: Path) -> list[tuple[str, Path]]:
 # -- spawn ---------------------------------------------------------------------------------------
 
 
+def test_wait_ready_returns_once_every_child_has_started(spawn_pool: DecodePool) -> None:
+    assert spawn_pool.wait_ready(timeout_s=120) is True  # the first test: children just spawned
+    assert all(w.ready for w in spawn_pool._workers) and len(spawn_pool.pids) == 2
+    assert spawn_pool.wait_ready(timeout_s=0) is True  # and at once when they have
+
+
 def test_matches_in_process_decoding_in_input_order(spawn_pool: DecodePool, shared_videos: Path) -> None:
     videos = real_videos(shared_videos)
     expected = [list(iter_decode_at_fps(path, chunk_frames=CHUNK)) for _, path in videos]

@@ -164,6 +164,8 @@ def test_folder_with_broken_videos_records_failures(tmp_path, shared_videos, tin
         (["--dataset", "folder", "--data-root", "/does/not/exist"], "--data-root"),
         (["--dataset", "demo", "--fps", "fast"], "fps"),
         (["--dataset", "demo", "--dtype", "int8"], "--dtype"),
+        (["--dataset", "demo", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N"),
+        (["--dataset", "demo", "--compute-dtype", "fp8"], "--compute-dtype must be auto or one of"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(tmp_path, demo_root, args, message):

@@ -69,6 +69,20 @@ def test_release_frees_the_video(store):
     assert read_lease(store.path, "v") is None
 
 
+def test_break_lease_frees_a_dead_holders_video_for_its_own_run_only(store):
+    dead = store.claim("v", "run-1", ttl_s=600)  # its holder "dies": nobody releases it
+    assert store.claim("v", "run-1", ttl_s=600) is None  # a live-looking lease blocks a retry
+    assert store.break_lease("v", "run-2") is False  # another run's lease is left alone
+    assert read_lease(store.path, "v")["owner"] == "run-1"
+    assert store.break_lease("v", "run-1") is True and read_lease(store.path, "v") is None
+    retry = store.claim("v", "run-1", ttl_s=600)
+    assert retry is not None and retry.token != dead.token
+    with pytest.raises(LeaseLost, match="taken over"):  # the holder, were it alive, learns it lost
+        dead.renew()
+    assert store.break_lease("missing", "run-1") is False
+    assert sorted(p.name for p in lease_dir(store.path).iterdir()) == ["v.json"]  # no leftovers
+
+
 def test_expired_lease_is_stolen_and_the_loser_is_told(store):
     a = store.claim("v", "A", ttl_s=0.5, grace_s=0)
     assert store.claim("v", "B", ttl_s=30, grace_s=0) is None

@@ -244,6 +244,31 @@ def try_claim(
     return Lease(path, record) if _publish(path, record) else None
 
 
+def break_lease(store_path: str | Path, video_id: str, owner: str) -> bool:
+    """Remove ``owner``'s lease on ``video_id`` on behalf of a holder known to be dead.
+
+    For a run whose worker process died (Dask's ``KilledWorker``): the run retries that
+    worker's videos at once instead of waiting out their leases. A lease of any other owner
+    is left alone (returns False). If the holder was not dead after all, its final lease
+    check before publishing (``write_video(..., lease=...)``) fails and it gives up.
+    """
+    path = lease_path(store_path, video_id)
+    current = _read(path)
+    if current is None or current.get("owner") != owner:
+        return False
+    moved = path.with_name(f".{path.name}.broken-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, moved)
+    except FileNotFoundError:
+        return False
+    record = _read(moved)
+    if record is not None and record.get("owner") == owner:
+        _unlink(moved)
+        return True
+    _restore(moved, path)  # replaced by another owner's lease in between: put it back
+    return False
+
+
 def read_lease(store_path: str | Path, video_id: str) -> dict[str, Any] | None:
     """The current lease record of ``video_id`` (possibly expired), or None."""
     return _read(lease_path(store_path, video_id))

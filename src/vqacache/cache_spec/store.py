@@ -37,7 +37,15 @@ from vqacache.cache_spec.checksum import ArrayHasher, checksum_arrays
 from vqacache.cache_spec.environment import producing_environment
 from vqacache.cache_spec.errors import NotComplete, SpecError, SpecMismatch, StoreError
 from vqacache.cache_spec.keys import id_to_key, key_to_id, validate_id
-from vqacache.cache_spec.lease import DEFAULT_GRACE_S, Lease, LeaseLost, active_leases, lease_dir, try_claim
+from vqacache.cache_spec.lease import (
+    DEFAULT_GRACE_S,
+    Lease,
+    LeaseLost,
+    active_leases,
+    break_lease,
+    lease_dir,
+    try_claim,
+)
 from vqacache.cache_spec.spec import FORMAT_VERSION, FeatureSpec
 
 ROOT_ATTR = "vqacache"
@@ -325,6 +333,11 @@ class FeatureStore:
         """
         self._require_writable()
         return try_claim(self.path, video_id, owner, ttl_s, grace_s=grace_s)
+
+    def break_lease(self, video_id: str, owner: str) -> bool:
+        """Drop ``owner``'s lease on ``video_id``, its holder being dead (see lease.break_lease)."""
+        self._require_writable()
+        return break_lease(self.path, video_id, owner)
 
     def leases(self) -> dict[str, dict[str, Any]]:
         """``{video_id: lease record}`` of the videos some process is working on now."""

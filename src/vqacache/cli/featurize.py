@@ -40,7 +40,14 @@ def run(
     short_side: Annotated[int, typer.Option(min=0, help="Resize decoded frames to this short side (0: native).")] = 256,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float16 or float32.")] = "float16",
     batch_size: Annotated[int | None, typer.Option(min=1, help="Frames per encoder forward.")] = None,
-    device: Annotated[str, typer.Option(help="torch device for the encoder.")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="torch device for the encoder: auto (a GPU if the worker sees one), cpu, cuda, cuda:N.")
+    ] = "auto",
+    compute_dtype: Annotated[
+        str,
+        typer.Option(help="Encoder precision: float32, float16 or bfloat16 autocast; auto = float16 on CUDA, "
+                     "float32 on CPU. Recorded in the spec (it changes the features)."),
+    ] = "auto",
     retry_failed: Annotated[bool, typer.Option(help="Retry videos recorded as failed.")] = False,
     workers: Annotated[
         int | None,
@@ -77,6 +84,7 @@ def run(
         dtype=dtype,
         batch_size=batch_size,
         device=device,
+        compute_dtype=compute_dtype,
         retry_failed=retry_failed,
         workers=workers,
         scheduler=scheduler,

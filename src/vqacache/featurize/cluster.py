@@ -21,8 +21,19 @@ ALLOWED_FAILURES = 0
 allowed to kill every worker in turn (the pipeline retries the shard's other videos)."""
 
 
-WORKER_CONFIG = {
+WORKER_SATURATION = 1.0
+"""A worker holds only the task it runs (no queued second one): when a video kills its worker,
+Dask fails every task held by that worker, and an innocent task waiting there would be failed
+with it (with a single video, recorded as ``crashed``)."""
+
+SCHEDULER_CONFIG = {
     "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+    "distributed.scheduler.worker-saturation": WORKER_SATURATION,
+}
+"""Settings the scheduler needs; for an existing scheduler see :func:`scheduler_warnings`."""
+
+WORKER_CONFIG = {
+    **SCHEDULER_CONFIG,
     # workers start decoder child processes, which daemonic processes may not have
     "distributed.worker.daemon": False,
     # the statistical profiler samples every thread's stack every 10 ms: measurable CPU on
@@ -64,10 +75,36 @@ def local_gpu_count() -> int:
 
 
 def default_workers(device: str) -> int:
-    """One per GPU for a CUDA device; on CPU one worker per 16 cores (at least one)."""
-    if device.startswith("cuda"):
+    """One per GPU for a CUDA device (``auto`` with GPUs here); else one per 16 cores (at least one)."""
+    if device.startswith("cuda") or (device == "auto" and local_gpu_count()):
         return max(1, local_gpu_count())
     return max(1, (os.cpu_count() or 1) // 16)
+
+
+def pins_gpus(device: str) -> bool:
+    """Whether local workers each get their own GPU: a bare ``cuda``, or ``auto`` with GPUs."""
+    return device == "cuda" or (device == "auto" and local_gpu_count() > 0)
+
+
+def scheduler_warnings(client: Client) -> list[str]:
+    """What an existing scheduler's settings would get wrong (empty when nothing)."""
+
+    def settings() -> dict[str, object]:
+        import dask
+
+        return {key: dask.config.get(key) for key in SCHEDULER_CONFIG}
+
+    try:
+        actual = client.run_on_scheduler(settings)
+    except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler: nothing to say
+        return []
+    return [
+        f"the scheduler has {key.rsplit('.', 1)[1]}={actual[key]!r}; vqa-featurize needs {want!r} "
+        "(a video that kills its worker may be retried on every worker, or take another task with it): "
+        f"start it with DASK_{key.upper().replace('.', '__').replace('-', '_')}={want}"
+        for key, want in SCHEDULER_CONFIG.items()
+        if str(actual.get(key)) != str(want)
+    ]
 
 
 @contextmanager
@@ -78,6 +115,9 @@ def connect(scheduler: str | None, workers: int | None, device: str) -> Iterator
             yield client
         return
     n = workers or default_workers(device)
+    # for the cluster's whole life, not only its start: the nanny reads these again when it
+    # restarts a worker that died (a restarted worker would otherwise be daemonic, unable to
+    # start its decoder children, and back to one OpenMP thread)
     with dask.config.set({**WORKER_CONFIG, "distributed.nanny.pre-spawn-environ": worker_environ(n)}):
         cluster = LocalCluster(
             n_workers=n,
@@ -86,10 +126,10 @@ def connect(scheduler: str | None, workers: int | None, device: str) -> Iterator
             dashboard_address=":0",
             silence_logs=logging.ERROR,
         )
-    try:
-        with Client(cluster) as client:
-            if device == "cuda":  # a bare "cuda" means: each worker its own GPU
-                client.register_plugin(PinGPU())
-            yield client
-    finally:
-        cluster.close()
+        try:
+            with Client(cluster) as client:
+                if pins_gpus(device):  # each worker its own GPU, seen as cuda:0
+                    client.register_plugin(PinGPU())
+                yield client
+        finally:
+            cluster.close()

@@ -194,6 +194,24 @@ class DecodePool:
         """Process ids of the current children."""
         return [w.process.pid for w in self._workers]
 
+    def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> bool:
+        """Block until every child has started (imported its decoder), at most ``timeout_s``;
+        returns whether all have. Optional: without it the first video waits for its child.
+        A Dask worker calls it to finish its one-off start-up before its first task."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            waiting = [w for w in self._workers if not w.ready]
+            remaining = deadline - time.monotonic()
+            if not waiting or remaining <= 0:
+                return not waiting
+            handles = [w.conn for w in waiting] + [w.process.sentinel for w in waiting]
+            ready = set(multiprocessing.connection.wait(handles, remaining))
+            for worker in waiting:
+                if worker.conn in ready:
+                    self._read(worker)
+                elif worker.process.sentinel in ready:
+                    self._fail(worker, "crashed")
+
     def imap(self, videos: Iterable[tuple[str, str | os.PathLike[str]]]) -> Iterator[VideoStream]:
         """Yield one :class:`VideoStream` per ``(video_id, path)``, in input order.
 

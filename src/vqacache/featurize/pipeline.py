@@ -13,8 +13,10 @@ are resubmitted one per task, so the one video that kills a worker again is reco
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
+import threading
 import socket
 import time
 import uuid
@@ -24,11 +26,21 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
-from vqacache.cache_spec import FeatureSpec, FeatureStore, open_store, parse_fps, store_path
+from vqacache.cache_spec import FeatureSpec, FeatureStore, StoreError, open_store, parse_fps, store_path
 from vqacache.featurize.datasets import QuestionRecord, VideoQADataset, VideoRecord, check_videos, get_dataset
 from vqacache.featurize.decode import DEFAULT_FPS
+from vqacache.featurize.device import check_device_options
 from vqacache.featurize.encoders import resolve_name
-from vqacache.featurize.shard import EncoderArgs, ShardResult, ShardTask, TextTask, encoder_spec, run_shard, run_text
+from vqacache.featurize.shard import (
+    DecodeArgs,
+    EncoderArgs,
+    ShardResult,
+    ShardTask,
+    TextTask,
+    prepare_worker,
+    run_shard,
+    run_text,
+)
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 3
@@ -52,10 +64,12 @@ class FeaturizeConfig:
     fps: Fraction = DEFAULT_FPS
     short_side: int | None = 256
     dtype: str = "float16"
-    compute_dtype: str = "float32"
+    compute_dtype: str = "auto"
+    """float32, float16 or bfloat16 (autocast); auto: float16 on CUDA, float32 on CPU. In the spec."""
     batch_size: int | None = None
     """Frames per encoder forward; None = the encoder's hint. Operational: not in the spec."""
-    device: str = "cpu"
+    device: str = "auto"
+    """auto (CUDA if the worker sees a GPU), cpu, cuda or cuda:N. Not in the spec."""
     retry_failed: bool = False
     workers: int | None = None
     """Local Dask workers (None: one per GPU, or one on CPU); 0 runs in this process."""
@@ -146,20 +160,28 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
     )
     fps = str(parse_fps(config.fps))
     resolve_name(config.encoder)  # a typo fails here, before any cluster starts
+    check_device_options(config.device, config.compute_dtype)
     if config.workers == 0 and not config.scheduler:
         return _run(config, dataset, splits, args, fps, _InlineRunner(), reporter, t_start)
-    from vqacache.featurize.cluster import connect  # dask only when used
+    from vqacache.featurize.cluster import connect, scheduler_warnings  # dask only when used
 
     with connect(config.scheduler, config.workers, config.device) as client:
         reporter.message(f"dask dashboard: {client.dashboard_link}")
+        if config.scheduler:
+            for warning in scheduler_warnings(client):
+                reporter.message(f"warning: {warning}")
         return _run(config, dataset, splits, args, fps, _DaskRunner(client), reporter, t_start)
 
 
 def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> FeaturizeResult:  # noqa: ANN001
-    spec = FeatureSpec.from_json(runner.call(encoder_spec, args, fps, config.dtype))
+    decode = DecodeArgs(fps=fps, short_side=config.short_side, processes=config.decode_processes,
+                        timeout_s=config.decode_timeout_s)
+    spec = FeatureSpec.from_json(runner.setup(prepare_worker, args, decode, config.dtype))
+    t_setup = time.perf_counter() - t_start
     path = store_path(config.cache_root, dataset.name, spec.encoder, spec.fingerprint())
     store = open_store(path, "a", spec=spec, dataset=dataset.name)
     result = FeaturizeResult(store_path=path, fingerprint=spec.fingerprint(), dashboard=runner.dashboard)
+    result.timings["setup"] = t_setup
     run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     videos = _videos_of(dataset, splits)
@@ -167,35 +189,41 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> Featu
     failed_before = set() if config.retry_failed else set(store.failures())
     todo = [v for v in videos if v.video_id not in complete and v.video_id not in failed_before]
     result.skipped = len(videos) - len(todo)
+    progress = _Progress(reporter)
 
     def task(shard: list[VideoRecord]) -> ShardTask:
         return ShardTask(
-            store_path=str(path), fingerprint=spec.fingerprint(), encoder=args,
-            videos=tuple((v.video_id, str(v.path)) for v in shard), fps=fps, short_side=config.short_side,
-            batch_size=config.batch_size, owner=run_id, retry_failed=config.retry_failed,
-            lease_ttl_s=config.lease_ttl_s, decode_processes=config.decode_processes,
-            decode_timeout_s=config.decode_timeout_s,
+            store_path=str(path), fingerprint=spec.fingerprint(), encoder=args, decode=decode,
+            videos=tuple((v.video_id, str(v.path)) for v in shard), batch_size=config.batch_size,
+            owner=run_id, retry_failed=config.retry_failed, lease_ttl_s=config.lease_ttl_s,
+            progress_topic=runner.progress_topic,
         )
 
     size = config.shard_videos or max(1, min(16, len(todo) // max(1, 4 * runner.workers)))
     shards = [todo[i : i + size] for i in range(0, len(todo), size)]
     reporter.start(len(todo), f"{dataset.name} / {spec.encoder}")
     crashed: list[list[VideoRecord]] = []
-    for shard, outcome in runner.map(run_shard, [(s, task(s)) for s in shards]):
+    for shard, outcome in runner.map(run_shard, [(s, task(s)) for s in shards], on_video=progress.video):
         if isinstance(outcome, ShardResult):
             result.add(outcome)
-            reporter.advance(len(outcome.done) + len(outcome.failed) + len(outcome.skipped), sum(outcome.done.values()), outcome.failed)
+            progress.shard(shard, outcome)
         elif len(shard) > 1:  # a worker died: retry its unfinished videos one per task
-            crashed += [[v] for v in shard if not store.is_complete(v.video_id)]
-            reporter.advance(len(shard) - sum(1 for v in shard if not store.is_complete(v.video_id)), 0, {})
+            unfinished = [v for v in shard if not store.is_complete(v.video_id)]
+            for v in unfinished:  # the dead worker's leases (this run's) would block the retry
+                store.break_lease(v.video_id, run_id)
+            crashed += [[v] for v in unfinished]
+            finished = [v for v in shard if v not in unfinished]
+            result.done += len(finished)
+            result.frames += sum(store.video_arrays(v.video_id)["pts"].shape[0] for v in finished)
+            progress.shard(finished, None)
         else:
-            _record_crash(store, shard[0], outcome, result, reporter)
-    for shard, outcome in runner.map(run_shard, [(s, task(s)) for s in crashed]):
+            _record_crash(store, shard[0], outcome, result, progress, run_id)
+    for shard, outcome in runner.map(run_shard, [(s, task(s)) for s in crashed], on_video=progress.video):
         if isinstance(outcome, ShardResult):
             result.add(outcome)
-            reporter.advance(1, sum(outcome.done.values()), outcome.failed)
+            progress.shard(shard, outcome)
         else:
-            _record_crash(store, shard[0], outcome, result, reporter)
+            _record_crash(store, shard[0], outcome, result, progress, run_id)
     reporter.finish()
 
     t_text = time.perf_counter()
@@ -207,15 +235,49 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> Featu
     return result
 
 
-def _record_crash(store: FeatureStore, video: VideoRecord, error: BaseException, result: FeaturizeResult, reporter) -> None:  # noqa: ANN001
+class _Progress:
+    """Feeds the reporter once per video: from per-video events as they arrive (any thread),
+    and from each shard's result for whatever its events did not cover (events may arrive
+    late, or not at all); a video is never counted twice."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.counted: set[str] = set()
+        self.lock = threading.Lock()
+
+    def video(self, video_id: str, frames: int, failure: str | None) -> None:
+        with self.lock:
+            if video_id in self.counted:
+                return
+            self.counted.add(video_id)
+            self.reporter.advance(1, frames, {video_id: failure} if failure else {})
+
+    def shard(self, shard: list[VideoRecord], outcome: ShardResult | None) -> None:
+        """Count the shard's videos not counted yet (``outcome`` None: they are complete)."""
+        for video in shard:
+            vid = video.video_id
+            if outcome is None:
+                self.video(vid, 0, None)
+            elif vid in outcome.done:
+                self.video(vid, outcome.done[vid], None)
+            else:
+                self.video(vid, 0, outcome.failed.get(vid))
+
+
+def _record_crash(store: FeatureStore, video: VideoRecord, error: BaseException, result: FeaturizeResult,
+                  progress: _Progress, run_id: str) -> None:
+    store.break_lease(video.video_id, run_id)  # its holder died with the worker
     if store.is_complete(video.video_id):
         result.done += 1
+        frames = store.video_arrays(video.video_id)["pts"].shape[0]
+        result.frames += frames
+        progress.video(video.video_id, frames, None)
         return
     message = f"the worker process died while featurizing it ({type(error).__name__}: {error})"
     store.record_failure(video.video_id, "crashed", message)
     result.failed += 1
     result.failures[video.video_id] = f"crashed: {message}"
-    reporter.advance(1, 0, {video.video_id: f"crashed: {message}"})
+    progress.video(video.video_id, 0, f"crashed: {message}")
 
 
 def _write_text(store: FeatureStore, dataset: VideoQADataset, split: str, args: EncoderArgs, spec: FeatureSpec, runner) -> int:  # noqa: ANN001
@@ -268,13 +330,15 @@ class _InlineRunner:
 
     workers = 1
     dashboard = None
+    progress_topic = None
 
-    def call(self, fn, *args):  # noqa: ANN001, ANN002
+    def setup(self, fn, *args):  # noqa: ANN001, ANN002
         return fn(*args)
 
-    def map(self, fn, items):  # noqa: ANN001
+    def map(self, fn, items, on_video=None):  # noqa: ANN001
+        """``fn(item)`` for each item; ``fn(item, on_video)`` when a per-video callback is given."""
         for key, item in items:
-            yield key, fn(item)
+            yield key, (fn(item) if on_video is None else fn(item, on_video))
 
 
 class _DaskRunner:
@@ -284,26 +348,61 @@ class _DaskRunner:
         self.client = client
         self.workers = max(1, len(client.scheduler_info().get("workers", {})))
         self.dashboard = client.dashboard_link
+        self.progress_topic = f"vqacache-progress-{uuid.uuid4().hex[:8]}"
 
-    def call(self, fn, *args):  # noqa: ANN001, ANN002
-        return self.client.submit(fn, *args, pure=False).result()
+    def setup(self, fn, *args):  # noqa: ANN001, ANN002
+        """Run ``fn(*args)`` once on every worker there is now, at the same time (each worker's
+        one-off start-up), and return its result, which must be the same everywhere: workers
+        that would produce another spec are refused before any video is touched. Workers that
+        join later do the same on their first shard (``run_shard`` checks the spec)."""
+        workers = list(self.client.scheduler_info().get("workers", {})) or [None]
+        futures = [self.client.submit(fn, *args, pure=False, workers=None if w is None else [w],
+                                      allow_other_workers=w is None) for w in workers]
+        results = self.client.gather(futures)
+        if len(set(results)) > 1:
+            raise StoreError(
+                "the Dask workers produce different specs (different weights or library versions?); "
+                "featurize with workers that agree, or one at a time"
+            )
+        return results[0]
 
-    def map(self, fn, items):  # noqa: ANN001
+    @contextlib.contextmanager
+    def _events(self, on_video):  # noqa: ANN001
+        """Per-video progress events from the workers (see ``run_shard``) while the block runs;
+        ``on_video`` is called on the client's event-loop thread."""
+        if on_video is None:
+            yield
+            return
+
+        def handler(event) -> None:  # noqa: ANN001 - (timestamp, message)
+            message = event[1]
+            on_video(message["video"], message["frames"], message["failure"])
+
+        self.client.subscribe_topic(self.progress_topic, handler)
+        try:
+            yield
+        finally:
+            self.client.unsubscribe_topic(self.progress_topic)
+
+    def map(self, fn, items, on_video=None):  # noqa: ANN001
+        """Submit ``fn(item)`` for each item; yield (key, result or worker death) as they complete.
+        ``on_video`` gets the tasks' per-video events (``ShardTask.progress_topic``)."""
         from distributed import as_completed
 
-        futures = {}
-        for key, item in items:
-            futures[self.client.submit(fn, item, pure=False)] = key
-        for future in as_completed(futures):
-            key = futures.pop(future)
-            if future.status == "error":
-                error = future.exception()
-                if not _is_worker_death(error):
-                    raise error
-                yield key, error
-            else:
-                yield key, future.result()
-            future.release()
+        with self._events(on_video):
+            futures = {}
+            for key, item in items:
+                futures[self.client.submit(fn, item, pure=False)] = key
+            for future in as_completed(futures):
+                key = futures.pop(future)
+                if future.status == "error":
+                    error = future.exception()
+                    if not _is_worker_death(error):
+                        raise error
+                    yield key, error
+                else:
+                    yield key, future.result()
+                future.release()
 
 
 def _is_worker_death(error: BaseException) -> bool:

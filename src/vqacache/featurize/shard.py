@@ -13,6 +13,7 @@ import atexit
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -44,21 +45,30 @@ class EncoderArgs:
 
 
 @dataclass(frozen=True)
+class DecodeArgs:
+    """How this process's decode pool decodes (see :class:`DecodePool`)."""
+
+    fps: str
+    short_side: int | None = 256
+    processes: int = 1
+    timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class ShardTask:
     store_path: str
     fingerprint: str
     encoder: EncoderArgs
+    decode: DecodeArgs
     videos: tuple[tuple[str, str], ...]
     """(video_id, path) pairs."""
-    fps: str
-    short_side: int | None
     batch_size: int | None
     owner: str
     """Identifies this run in leases and logs."""
     retry_failed: bool = False
     lease_ttl_s: float = 600.0
-    decode_processes: int = 1
-    decode_timeout_s: float = 300.0
+    progress_topic: str | None = None
+    """Dask event topic that gets one event per finished or failed video (see :func:`run_shard`)."""
 
 
 @dataclass
@@ -78,7 +88,7 @@ class ShardResult:
 # -- per-process resources --------------------------------------------------------------------
 
 _ENCODERS: dict[EncoderArgs, Encoder] = {}
-_POOLS: dict[tuple, DecodePool] = {}
+_POOLS: dict[DecodeArgs, DecodePool] = {}
 
 
 def cached_encoder(args: EncoderArgs) -> Encoder:
@@ -101,13 +111,27 @@ def encoder_spec(args: EncoderArgs, fps: str, dtype: str) -> str:
     return cached_encoder(args).feature_spec(SamplingSpec(fps), dtype=dtype).to_json()
 
 
-def _cached_pool(processes: int, fps: str, short_side: int | None, timeout_s: float) -> DecodePool:
-    key = (processes, fps, short_side, timeout_s)
-    if key not in _POOLS:
-        pool = DecodePool(processes, fps=Fraction(fps), short_side=short_side, timeout_s=timeout_s)
-        pool.__enter__()
-        _POOLS[key] = pool
-    return _POOLS[key]
+def prepare_worker(args: EncoderArgs, decode: DecodeArgs, dtype: str) -> str:
+    """Start this process's decode pool, then build its encoder; returns the spec (JSON).
+
+    The one-off start-up of a worker, done before its first shard. The pool comes first: its
+    children spawn and import (numpy, PyAV, torch: seconds) while this process imports
+    open_clip and builds the model, instead of after, when the encoder would wait for them;
+    it returns once both are ready.
+    """
+    pool = cached_pool(decode)
+    spec = encoder_spec(args, decode.fps, dtype)
+    pool.wait_ready()
+    return spec
+
+
+def cached_pool(decode: DecodeArgs) -> DecodePool:
+    """The decode pool for ``decode``, started once per process (children spawn at once)."""
+    if decode not in _POOLS:
+        _POOLS[decode] = DecodePool(
+            decode.processes, fps=Fraction(decode.fps), short_side=decode.short_side, timeout_s=decode.timeout_s
+        )
+    return _POOLS[decode]
 
 
 @atexit.register
@@ -128,8 +152,18 @@ def _open_task_store(path: str, fingerprint: str) -> FeatureStore:
     return store
 
 
-def run_shard(task: ShardTask) -> ShardResult:
-    """Featurize the shard's videos; see the module docstring. Returns small metadata only."""
+VideoCallback = Callable[[str, int, "str | None"], None]
+"""``(video_id, frames written, failure or None)``, called as each video of a shard ends."""
+
+
+def run_shard(task: ShardTask, on_video: VideoCallback | None = None) -> ShardResult:
+    """Featurize the shard's videos; see the module docstring. Returns small metadata only.
+
+    Progress per video goes to ``on_video`` or, when ``task.progress_topic`` is set and this
+    runs on a Dask worker, to that topic as a ``{"video", "frames", "failure"}`` event (the
+    client subscribes to it), so a progress bar moves per video, not per shard.
+    """
+    on_video = on_video or _event_callback(task.progress_topic)
     result = ShardResult()
     store = _open_task_store(task.store_path, task.fingerprint)
     encoder = cached_encoder(task.encoder)
@@ -139,7 +173,7 @@ def run_shard(task: ShardTask) -> ShardResult:
             f"this worker's encoder produces another spec than the store's ({'; '.join(store.spec.diff(mine))}); "
             "check that every worker has the same weights and library versions"
         )
-    pool = _cached_pool(task.decode_processes, task.fps, task.short_side, task.decode_timeout_s)
+    pool = cached_pool(task.decode)
     batch_size = task.batch_size or encoder.batch_size_hint
     leases: dict[str, Any] = {}
 
@@ -180,6 +214,8 @@ def run_shard(task: ShardTask) -> ShardResult:
             result.skipped.append(video_id)
         leases.pop(video_id).release()
         result.timings["write"] += time.perf_counter() - t0
+        if on_video is not None and video_id in result.done:
+            on_video(video_id, writer.n_frames, None)
 
     def fail(video_id: str, handle: Any, exc: DecodeError) -> None:
         if handle is not None:
@@ -190,6 +226,8 @@ def run_shard(task: ShardTask) -> ShardResult:
         store.record_failure(video_id, exc.reason, str(exc))
         result.failed[video_id] = f"{exc.reason}: {exc}"
         leases.pop(video_id).release()
+        if on_video is not None:
+            on_video(video_id, 0, result.failed[video_id])
 
     try:
         for stream in pool.imap(claimed_videos()):
@@ -220,6 +258,23 @@ def run_shard(task: ShardTask) -> ShardResult:
             lease.release()
     result.frames_encoded, result.forwards = batcher.frames_encoded, batcher.forwards
     return result
+
+
+def _event_callback(topic: str | None) -> VideoCallback | None:
+    """Per-video events to ``topic`` through the Dask worker running this task, if any."""
+    if topic is None:
+        return None
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not on a Dask worker
+        return None
+
+    def send(video_id: str, frames: int, failure: str | None) -> None:
+        worker.log_event(topic, {"video": video_id, "frames": frames, "failure": failure})
+
+    return send
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from vqacache.cache_spec.errors import UsageError
 from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, PreprocessSpec, SamplingSpec
 from vqacache.featurize.encoders.preprocess import PREPROCESS_IMPL, ImageTransform
+from vqacache.featurize.encoders.transfer import to_host
 from vqacache.featurize.encoders.weights import RANDOM_INIT, ResolvedWeights, init_random_, resolve_weights
 
 COMPUTE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -146,7 +147,8 @@ class OpenClipEncoder:
 
     # -- forward passes ---------------------------------------------------------------------
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The precision the forward passes run in (``compute_dtype``; recorded in the spec)."""
         if self.compute_dtype == "float32":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=COMPUTE_DTYPES[self.compute_dtype])
@@ -156,7 +158,7 @@ class OpenClipEncoder:
         x = self.transform(frames, self.device)  # (N, 3, S, S)
         if x.shape[0] == 0:
             return {k: torch.empty(0, *shape) for k, shape in self.dims.items() if k in ("cls", "cls_hidden", "patch")}
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             out = self.model.visual.forward_intermediates(
                 x, indices=1, normalize_intermediates=True, output_fmt="NLC", output_extra_tokens=True
             )
@@ -166,7 +168,7 @@ class OpenClipEncoder:
         }
         if self.patches:
             result["patch"] = self._pool_patches(out["image_intermediates"][0])  # (N, P, W)
-        return {k: v.float().cpu() for k, v in result.items()}
+        return to_host(result)
 
     def _pool_patches(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, gh * gw, W) row-major -> (N, (gh / k) * (gw / k), W) by k x k average pooling."""
@@ -194,7 +196,7 @@ class OpenClipEncoder:
         length = self._eot_index(ids) + 1  # (n,) SOT .. EOT inclusive
         longest = int(length.max())
         causal = self.model.attn_mask is not None  # without a causal mask, padding is attended: keep it
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             states, emb = self._text_forward(ids[:, :longest] if causal else ids)
         states = states[:, :longest]
         return {

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vqacache.featurize.encoders.transfer import to_device
+
 PREPROCESS_IMPL = "vqacache-tensor-v1"
 """Identity of this implementation; stored in ``FeatureSpec.extra`` (it changes numbers)."""
 
@@ -69,7 +71,8 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | s
     x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 RGB of shape (N, H, W, 3), got {x.dtype} {tuple(x.shape)}")
-    return x.to(device).permute(0, 3, 1, 2)  # (N, 3, H, W)
+    return to_device(x, device).permute(0, 3, 1, 2)  # (N, 3, H, W)
+
 
 
 def preprocess_frames(

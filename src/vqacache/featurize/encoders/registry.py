@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqacache.cache_spec.errors import UnknownName
+from vqacache.featurize.device import resolve_compute_dtype, resolve_device
 from vqacache.featurize.encoders.base import Encoder
 
 OPEN_CLIP_PREFIX = "open_clip:"
@@ -123,10 +124,13 @@ def get_encoder(
     ``patches``/``patch_pool``: keep the patch tokens, average-pooled k x k. ``decode_*``: the
     resize the frame decoder applied before the encoder (recorded, not performed).
     ``compute_dtype``: ``float32`` (default), or ``float16``/``bfloat16`` autocast.
+    ``device`` and ``compute_dtype`` may be ``auto`` (see :mod:`vqacache.featurize.device`).
     """
     from vqacache.featurize.encoders.open_clip_encoder import build_open_clip_encoder
 
     entry = resolve_name(name)
+    device = resolve_device(device)
+    compute_dtype = resolve_compute_dtype(compute_dtype, device)
     return build_open_clip_encoder(
         name=entry.name,
         model_name=entry.model,
