@@ -7,7 +7,8 @@
     RUN_DIR/metrics.jsonl               one JSON line per epoch
     RUN_DIR/checkpoints/last.pt         written at the end of every epoch
     RUN_DIR/checkpoints/best.pt         the epoch with the best validation accuracy
-    RUN_DIR/predictions/val.json        best epoch's predictions, NExT-QA's format
+    RUN_DIR/predictions/val.json        best epoch's predictions, in the format vqa-eval reads
+                                        (NExT-QA's; docs/evaluation.md for the others)
     RUN_DIR/predictions/val-last.json   last epoch's predictions
     RUN_DIR/curves.png                  losses, validation accuracy and learning rate per epoch
 
@@ -29,6 +30,11 @@ shuffling comes from a generator seeded by ``(seed, epoch)`` and the model's ran
 the restored global RNG, the resumed run's losses equal those of an uninterrupted run (on
 the same device). :func:`checkpoint_dataset` builds a split's dataset for a checkpoint with
 the same checks (evaluation).
+
+Validation is scored by the dataset's official scorer when one is registered
+(:func:`vqacache.heads.scoring.training_scorer`: the same code as ``vqa-eval``; ``val`` in
+the metrics is its result and ``val_acc`` its ``Acc``); NExT-QA and datasets without a
+scorer keep :func:`score_predictions` (NExT-QA's grouping when the types are NExT-QA's).
 
 Schedule: linear warm-up over ``warmup`` x total steps, then linear decay to 0 at the last
 step (VideoDistill's "linear decay learning rate schedule with a warm-up strategy").
@@ -58,6 +64,8 @@ from vqacache.heads.eval import NEXTQA_TYPES, FOLD, accuracy_by_type, prediction
 from vqacache.heads.methods import get_method, method_args
 from vqacache.heads.methods.common import answer_loss
 from vqacache.heads.questions import MissingQuestions, Question
+from vqacache.heads.scoring import training_scorer
+from vqacache.heads.scoring.training import score_validation
 from vqacache.heads.stores import ROLES, StoreSet
 
 CHECKPOINT_FORMAT = 1
@@ -305,6 +313,8 @@ def train(
     if args["num_frames"] < 1 or (not train_ds.multiple_choice and dims["num_answers"] == 0):
         raise UsageError("nothing to train: no frames or no answer vocabulary")
 
+    scorer = training_scorer(stores.dataset)  # None: score_predictions (NExT-QA's arithmetic)
+    val_refs = val_ds.refs
     if config.in_memory:
         train_ds, val_ds = InMemory(train_ds), InMemory(val_ds)  # type: ignore[assignment]
     _seed(config.seed)
@@ -370,7 +380,11 @@ def train(
             reporter.advance(1, {**logs, "epoch": epoch})
         val_stats: dict[str, float] = {}
         preds = predict(model, config.method, val_loader, config.device, config.amp, val_stats)
-        scores = score_predictions(preds)
+        if scorer is None:
+            scores = score_predictions(preds)
+            official = {k: {"prediction": p["prediction"], "answer": p["answer"]} for k, p in preds.items()}
+        else:
+            scores, official = score_validation(scorer, val_refs, config.val_split, preds, train_ds.answer_vocab)
         val_acc = scores["Acc"] if scores["Acc"] is not None else 0.0
         improved = val_acc > best
         best = max(best, val_acc)
@@ -381,7 +395,6 @@ def train(
             "best_val_acc": best,
             "seconds": time.perf_counter() - t0,
         }
-        official = {k: {"prediction": p["prediction"], "answer": p["answer"]} for k, p in preds.items()}
         _write_json(out / "predictions" / "val-last.json", official)
         if improved:
             _write_json(out / "predictions" / "val.json", official)
