@@ -28,6 +28,7 @@ from vqacache.cache_spec.spec import (
     parse_fps,
 )
 from vqacache.cache_spec.store import FeatureStore, QuestionFeatures, VideoFeatures, new_run_id, open_store
+from vqacache.cache_spec.teacher_spec import TeacherSpec, vocab_sha256
 from vqacache.cache_spec.verify import Problem, VerifyReport, delete_corrupt, verify_store
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "SpecError",
     "SpecMismatch",
     "StoreError",
+    "TeacherSpec",
     "UnknownName",
     "UsageError",
     "VerifyReport",
@@ -63,4 +65,5 @@ __all__ = [
     "try_claim",
     "validate_id",
     "verify_store",
+    "vocab_sha256",
 ]

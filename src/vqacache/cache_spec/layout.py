@@ -9,6 +9,8 @@ One Zarr v3 store per (dataset, spec)::
             pts (T,) float64  src_index (T,) int64  is_repeat (T,) bool
         failures/<key>/                one group per failed video; attrs = reason
         questions/<split>/<key>/       one group per (split, video): that video's questions
+                                       (text features; image-QA probabilities when added)
+        imageqa/                       attrs = the image-QA teacher's spec, if any
 
 Chunking: time is the first axis everywhere. Features are sharded along time so a video is
 a handful of files however long it is, while reading a few frames touches one small inner
@@ -24,6 +26,8 @@ from pathlib import Path
 VIDEOS = "videos"
 FAILURES = "failures"
 QUESTIONS = "questions"
+IMAGEQA = "imageqa"
+"""Group whose attrs hold the store's image-QA teacher spec (see teacher_spec.py)."""
 
 FEATURE_ARRAYS = ("cls", "cls_hidden", "patch")
 """Per-frame feature arrays, stored in the spec's dtype."""

@@ -70,8 +70,16 @@ def lease_dir(store_path: str | Path) -> Path:
     return path.with_name(path.name + LEASE_DIR_SUFFIX)
 
 
-def lease_path(store_path: str | Path, video_id: str) -> Path:
-    return lease_dir(store_path) / f"{id_to_key(video_id)}.json"
+LEASE_KINDS = ("video", "imageqa")
+"""What a lease claims: a video's frame features, or its questions' image-QA probabilities
+(in a subfolder of its own, so the two never block each other)."""
+
+
+def lease_path(store_path: str | Path, video_id: str, kind: str = "video") -> Path:
+    if kind not in LEASE_KINDS:
+        raise ValueError(f"lease kind must be one of {LEASE_KINDS}, got {kind!r}")
+    folder = lease_dir(store_path) if kind == "video" else lease_dir(store_path) / kind
+    return folder / f"{id_to_key(video_id)}.json"
 
 
 class Lease:
@@ -210,7 +218,8 @@ class Lease:
 
 
 def try_claim(
-    store_path: str | Path, video_id: str, owner: str, ttl_s: float, *, grace_s: float = DEFAULT_GRACE_S
+    store_path: str | Path, video_id: str, owner: str, ttl_s: float, *, grace_s: float = DEFAULT_GRACE_S,
+    kind: str = "video",
 ) -> Lease | None:
     """Claim ``video_id`` for ``owner`` for ``ttl_s`` seconds; None if someone else holds it.
 
@@ -221,7 +230,7 @@ def try_claim(
     """
     if ttl_s <= 0:
         raise ValueError(f"ttl_s must be positive, got {ttl_s}")
-    path = lease_path(store_path, video_id)
+    path = lease_path(store_path, video_id, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
     record = {
@@ -244,7 +253,7 @@ def try_claim(
     return Lease(path, record) if _publish(path, record) else None
 
 
-def break_lease(store_path: str | Path, video_id: str, owner: str) -> bool:
+def break_lease(store_path: str | Path, video_id: str, owner: str, kind: str = "video") -> bool:
     """Remove ``owner``'s lease on ``video_id`` on behalf of a holder known to be dead.
 
     For a run whose worker process died (Dask's ``KilledWorker``): the run retries that
@@ -252,7 +261,7 @@ def break_lease(store_path: str | Path, video_id: str, owner: str) -> bool:
     is left alone (returns False). If the holder was not dead after all, its final lease
     check before publishing (``write_video(..., lease=...)``) fails and it gives up.
     """
-    path = lease_path(store_path, video_id)
+    path = lease_path(store_path, video_id, kind)
     current = _read(path)
     if current is None or current.get("owner") != owner:
         return False

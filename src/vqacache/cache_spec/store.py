@@ -47,10 +47,19 @@ from vqacache.cache_spec.lease import (
     try_claim,
 )
 from vqacache.cache_spec.spec import FORMAT_VERSION, FeatureSpec
+from vqacache.cache_spec.teacher_spec import TeacherSpec, vocab_sha256
 
 ROOT_ATTR = "vqacache"
 MODES = ("r", "a")
-QUESTION_ARRAYS = ("text", "text_tokens", "text_len", "cand", "cand_tokens", "cand_len")
+IMAGEQA_ARRAYS = ("imageqa", "imageqa_pts", "imageqa_index")
+"""A bundle's teacher arrays, Q questions: ``imageqa`` (Q, F, K) float32 probabilities (K = the
+candidates, or the top-k of the vocabulary; padding is 0), ``imageqa_pts`` (Q, F) float64
+seconds (NaN marks the padding past a question's own frame count), ``imageqa_index`` (Q, F, K)
+int64 vocabulary indices (open-ended only; padding -1)."""
+QUESTION_ARRAYS = ("text", "text_tokens", "text_len", "cand", "cand_tokens", "cand_len", *IMAGEQA_ARRAYS)
+KEEP_DTYPE = ("imageqa", "imageqa_pts")
+"""Question arrays stored as given rather than in the spec's dtype: probabilities stay float32
+(float16 loses small ones) and times float64."""
 RUNS = "runs"
 """Group of run logs, ``runs/<run key>``; created by the first run that logs (absent in older stores)."""
 
@@ -100,9 +109,43 @@ class QuestionFeatures:
     text_tokens: np.ndarray
     cand: np.ndarray | None
     cand_tokens: list[np.ndarray] | None
+    imageqa: np.ndarray | None = None
+    """The image-QA teacher's probabilities (F, C) (open-ended: (F, k) over ``imageqa_index``)."""
+    imageqa_pts: np.ndarray | None = None
+    """(F,) seconds of the teacher's frames."""
+    imageqa_index: np.ndarray | None = None
+    """(F, k) vocabulary indices of ``imageqa``'s columns (open-ended), else None."""
+    imageqa_fingerprint: str | None = None
 
     def __getitem__(self, name: str) -> Any:
         return getattr(self, name)
+
+
+def _imageqa_of(group: zarr.Group, row: int, n_cand: int) -> dict[str, Any]:
+    """The teacher fields of QuestionFeatures for bundle row ``row`` (all None without them):
+    ``imageqa`` (F, C) for multiple choice or (F, k) open-ended, ``imageqa_pts`` (F,),
+    ``imageqa_index`` (F, k) or None, ``imageqa_fingerprint``; F = this question's frames."""
+    if "imageqa" not in group:
+        return {}
+    pts = group["imageqa_pts"][row]
+    n_frames = int(np.count_nonzero(~np.isnan(pts)))
+    probs = group["imageqa"][row, :n_frames]
+    index = group["imageqa_index"][row, :n_frames] if "imageqa_index" in group else None
+    if index is None and n_cand:
+        probs = probs[:, :n_cand]
+    return {"imageqa": probs, "imageqa_pts": pts[:n_frames], "imageqa_index": index,
+            "imageqa_fingerprint": group.attrs.get("imageqa_fingerprint")}
+
+
+def _diff_dicts(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff_dicts(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
 
 
 def _utcnow() -> str:
@@ -322,7 +365,9 @@ class FeatureStore:
         """``<store>.leases``, beside the store (see :mod:`vqacache.cache_spec.lease`)."""
         return lease_dir(self.path)
 
-    def claim(self, video_id: str, owner: str, ttl_s: float, *, grace_s: float = DEFAULT_GRACE_S) -> Lease | None:
+    def claim(
+        self, video_id: str, owner: str, ttl_s: float, *, grace_s: float = DEFAULT_GRACE_S, kind: str = "video"
+    ) -> Lease | None:
         """Claim ``video_id`` before featurizing it; None when another live process holds it.
 
         The caller then checks :meth:`is_complete` (another process may have finished the
@@ -332,12 +377,12 @@ class FeatureStore:
         last renewal.
         """
         self._require_writable()
-        return try_claim(self.path, video_id, owner, ttl_s, grace_s=grace_s)
+        return try_claim(self.path, video_id, owner, ttl_s, grace_s=grace_s, kind=kind)
 
-    def break_lease(self, video_id: str, owner: str) -> bool:
+    def break_lease(self, video_id: str, owner: str, kind: str = "video") -> bool:
         """Drop ``owner``'s lease on ``video_id``, its holder being dead (see lease.break_lease)."""
         self._require_writable()
-        return break_lease(self.path, video_id, owner)
+        return break_lease(self.path, video_id, owner, kind)
 
     def leases(self) -> dict[str, dict[str, Any]]:
         """``{video_id: lease record}`` of the videos some process is working on now."""
@@ -369,7 +414,8 @@ class FeatureStore:
     # -- questions -----------------------------------------------------------------------
 
     def write_questions(
-        self, split: str, video_id: str, entries: list[dict[str, Any]], arrays: dict[str, np.ndarray]
+        self, split: str, video_id: str, entries: list[dict[str, Any]], arrays: dict[str, np.ndarray],
+        attributes: dict[str, Any] | None = None,
     ) -> None:
         """Write the text features of one video's questions in one split, as one bundle.
 
@@ -399,12 +445,13 @@ class FeatureStore:
         stored: dict[str, np.ndarray] = {}
         for name, value in arrays.items():
             value = np.asarray(value)
-            if value.dtype.kind == "f":
+            if value.dtype.kind == "f" and name not in KEEP_DTYPE:
                 value = value.astype(self.spec.dtype)
             group.create_array(name, data=value, chunks=value.shape or (1,), compressors=None)
             stored[name] = value
         group.attrs.update(
-            {"entries": _json_safe(entries), "checksum": checksum_arrays(stored), "complete": True, "written": _utcnow()}
+            {**_json_safe(attributes or {}), "entries": _json_safe(entries), "checksum": checksum_arrays(stored),
+             "complete": True, "written": _utcnow()}
         )
         split_dir = self.path / layout.QUESTIONS / split_key
         final, tmp = split_dir / key, split_dir / tmp_key
@@ -466,7 +513,76 @@ class FeatureStore:
             text_tokens=group["text_tokens"][row, :n_text],
             cand=cand,
             cand_tokens=cand_tokens,
+            **_imageqa_of(group, row, n_cand),
         )
+
+    # -- image-QA teacher probabilities ----------------------------------------------------
+
+    def teacher_spec(self) -> TeacherSpec | None:
+        """The spec of the image-QA probabilities in this store's bundles, if any."""
+        group = self._group(layout.IMAGEQA)
+        return None if group is None else TeacherSpec.from_dict(dict(group.attrs)["spec"])
+
+    def teacher_vocab(self) -> list[str] | None:
+        """The answer vocabulary ``imageqa_index`` points into (open-ended teachers), if any."""
+        group = self._group(layout.IMAGEQA)
+        return None if group is None else dict(group.attrs).get("vocab")
+
+    def set_teacher_spec(self, spec: TeacherSpec, vocab: list[str] | None = None) -> str:
+        """Record ``spec`` (and, open-ended, its answer ``vocab``) as this store's teacher (once;
+        published by rename) and return its fingerprint. A store already holding another
+        teacher's probabilities refuses it."""
+        self._require_writable()
+        if (vocab is None) != (spec.vocab_sha256 is None) or (vocab is not None and vocab_sha256(vocab) != spec.vocab_sha256):
+            raise ValueError("the vocabulary must be given exactly when the spec has one, and match its sha256")
+        current = self.teacher_spec()
+        if current is None:
+            tmp_key = f".tmp-{uuid.uuid4().hex[:12]}-{layout.IMAGEQA}"
+            attributes = {"spec": spec.to_dict(), "fingerprint": spec.fingerprint(), "vocab": vocab}
+            self.root.create_group(tmp_key, attributes=attributes)
+            try:
+                os.rename(self.path / tmp_key, self.path / layout.IMAGEQA)
+            except OSError:  # another run recorded one first: compare with it below
+                shutil.rmtree(self.path / tmp_key, ignore_errors=True)
+            current = self.teacher_spec()
+        if current is None or current.fingerprint() != spec.fingerprint():
+            changes = "; ".join(_diff_dicts(current.to_dict() if current else {}, spec.to_dict())) or "fingerprints differ"
+            raise SpecMismatch(
+                f"store {self.path} already holds image-QA probabilities of another teacher spec ({changes}); "
+                "one teacher per store: use another --cache-root for this one"
+            )
+        return spec.fingerprint()
+
+    def has_imageqa(self, split: str, video_id: str, fingerprint: str) -> bool:
+        """Whether the (split, video) bundle holds probabilities of the teacher ``fingerprint``."""
+        group = self._group(layout.QUESTIONS, id_to_key(split, "split"), id_to_key(video_id))
+        return group is not None and group.attrs.get("complete") is True and group.attrs.get("imageqa_fingerprint") == fingerprint
+
+    def write_imageqa(self, split: str, video_id: str, fingerprint: str, arrays: dict[str, np.ndarray]) -> None:
+        """Add the teacher arrays (see :data:`IMAGEQA_ARRAYS`) to an existing question bundle,
+        whose rows they follow. The bundle is rewritten whole and published by rename."""
+        self._require_writable()
+        spec = self.teacher_spec()
+        if spec is None or spec.fingerprint() != fingerprint:
+            raise StoreError(f"record the teacher spec first (set_teacher_spec); {fingerprint[:12]} is not this store's")
+        unknown = set(arrays) - set(IMAGEQA_ARRAYS)
+        if unknown:
+            raise ValueError(f"unknown image-QA arrays: {sorted(unknown)}")
+        entries = self.question_entries(split, video_id)
+        group = self.root[f"{layout.QUESTIONS}/{id_to_key(split, 'split')}/{id_to_key(video_id)}"]
+        for name, value in arrays.items():
+            if value.shape[0] != len(entries):
+                raise ValueError(f"{name} has {value.shape[0]} rows for {len(entries)} questions")
+        existing = {name: group[name][...] for name in group.array_keys() if name not in IMAGEQA_ARRAYS}
+        self.write_questions(split, video_id, entries, {**existing, **arrays},
+                             attributes={"imageqa_fingerprint": fingerprint})
+
+    def question_entries(self, split: str, video_id: str) -> list[dict[str, Any]]:
+        """The questions of one (split, video) bundle, in row order (qid, question, candidates, ...)."""
+        group = self._group(layout.QUESTIONS, id_to_key(split, "split"), id_to_key(video_id))
+        if group is None or group.attrs.get("complete") is not True:
+            raise NotComplete(f"no complete question bundle for ({split!r}, {video_id!r}) in {self.path}")
+        return list(group.attrs["entries"])
 
     def has_question_bundle(self, split: str, video_id: str) -> bool:
         group = self._group(layout.QUESTIONS, id_to_key(split, "split"), id_to_key(video_id))

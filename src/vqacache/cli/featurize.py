@@ -58,6 +58,18 @@ def run(
     ] = None,
     decode_processes: Annotated[int, typer.Option(min=1, help="Decoder child processes per worker.")] = 1,
     decode_timeout: Annotated[float, typer.Option(min=1, help="Seconds without a decoded chunk before a video times out.")] = 300.0,
+    imageqa: Annotated[
+        str | None,
+        typer.Option(help="Also store an image-QA teacher's per-frame answer probabilities for every question "
+                     "(SpARC): blip or albef."),
+    ] = None,
+    imageqa_weights: Annotated[
+        str | None, typer.Option(help="The teacher's weights: hub name, local checkpoint file/folder, or random[:SEED].")
+    ] = None,
+    imageqa_frames: Annotated[int, typer.Option(min=1, help="Frames per question the teacher scores (uniform).")] = 16,
+    imageqa_k: Annotated[
+        int, typer.Option(min=1, help="Open-ended: vocabulary answers scored in full per frame (ALBEF's k_test).")
+    ] = 128,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read the annotations only: print questions, videos and videos missing on disk per split, then exit.")
     ] = False,
@@ -85,6 +97,10 @@ def run(
         batch_size=batch_size,
         device=device,
         compute_dtype=compute_dtype,
+        imageqa=imageqa,
+        imageqa_weights=imageqa_weights,
+        imageqa_frames=imageqa_frames,
+        imageqa_k=imageqa_k,
         retry_failed=retry_failed,
         workers=workers,
         scheduler=scheduler,
@@ -93,7 +109,7 @@ def run(
     )
     reporter = RichReporter()
     result = featurize(config, reporter)
-    for video_id, reason in sorted(result.failures.items()):
+    for video_id, reason in sorted({**result.failures, **{f"image-QA {k}": v for k, v in result.imageqa_failures.items()}}.items()):
         reporter.console.print(f"failed: {video_id}: {reason}", highlight=False)
     typer.echo(result.summary_line())
     raise typer.Exit(result.exit_code)

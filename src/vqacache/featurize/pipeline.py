@@ -26,11 +26,38 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
-from vqacache.cache_spec import FeatureSpec, FeatureStore, StoreError, open_store, parse_fps, store_path
-from vqacache.featurize.datasets import QuestionRecord, VideoQADataset, VideoRecord, check_videos, get_dataset
+from vqacache.cache_spec import (
+    FeatureSpec,
+    FeatureStore,
+    StoreError,
+    TeacherSpec,
+    UnknownName,
+    UsageError,
+    open_store,
+    parse_fps,
+    store_path,
+)
+from vqacache.featurize.datasets import (
+    QuestionRecord,
+    VideoQADataset,
+    VideoRecord,
+    answer_vocab_of,
+    check_videos,
+    get_dataset,
+)
 from vqacache.featurize.decode import DEFAULT_FPS
 from vqacache.featurize.device import check_device_options
 from vqacache.featurize.encoders import resolve_name
+from vqacache.featurize.imageqa import list_teachers
+from vqacache.featurize.imageqa.task import (
+    DEFAULT_FRAMES,
+    DEFAULT_K,
+    ImageQAResult,
+    ImageQATask,
+    TeacherArgs,
+    prepare_teacher,
+    run_imageqa,
+)
 from vqacache.featurize.shard import (
     DecodeArgs,
     EncoderArgs,
@@ -80,6 +107,12 @@ class FeaturizeConfig:
     decode_processes: int = 1
     decode_timeout_s: float = 300.0
     lease_ttl_s: float = 600.0
+    imageqa: str | None = None
+    """Image-QA teacher (``blip``, ``albef``) whose per-frame answer probabilities are added to
+    the question bundles; None: none. Its spec is recorded apart (see TeacherSpec)."""
+    imageqa_weights: str | None = None
+    imageqa_frames: int = DEFAULT_FRAMES
+    imageqa_k: int = DEFAULT_K
 
 
 @dataclass
@@ -95,17 +128,23 @@ class FeaturizeResult:
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     failures: dict[str, str] = field(default_factory=dict)
     dashboard: str | None = None
+    imageqa_done: int = 0
+    imageqa_failures: dict[str, str] = field(default_factory=dict)
+    """``{"<split>/<video id>": reason}``: videos whose questions the teacher could not score."""
 
     @property
     def exit_code(self) -> int:
-        return EXIT_SOME_FAILED if self.failed else EXIT_OK
+        return EXIT_SOME_FAILED if self.failed or self.imageqa_failures else EXIT_OK
 
     def summary_line(self) -> str:
         fps = self.frames / self.seconds if self.seconds > 0 else 0.0
         return (
             f"{self.done} videos done, {self.skipped} skipped, {self.failed} failed; "
             f"{self.frames} frames in {self.seconds:.1f} s ({fps:.1f} frames/s); "
-            f"{self.questions} questions; store {self.store_path}"
+            f"{self.questions} questions; "
+            + (f"image-QA: {self.imageqa_done} videos scored, {len(self.imageqa_failures)} failed; "
+               if self.imageqa_done or self.imageqa_failures else "")
+            + f"store {self.store_path}"
         )
 
     def add(self, shard: ShardResult) -> None:
@@ -161,6 +200,8 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
     fps = str(parse_fps(config.fps))
     resolve_name(config.encoder)  # a typo fails here, before any cluster starts
     check_device_options(config.device, config.compute_dtype)
+    if config.imageqa and config.imageqa not in list_teachers():
+        raise UnknownName(f"unknown image-QA teacher {config.imageqa!r}; available: {', '.join(list_teachers())}")
     if config.workers == 0 and not config.scheduler:
         return _run(config, dataset, splits, args, fps, _InlineRunner(), reporter, t_start)
     from vqacache.featurize.cluster import connect, scheduler_warnings  # dask only when used
@@ -230,6 +271,10 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> Featu
     for split in splits:
         result.questions += _write_text(store, dataset, split, args, spec, runner)
     result.timings["text"] = time.perf_counter() - t_text
+    if config.imageqa:
+        t_teacher = time.perf_counter()
+        _imageqa(store, dataset, splits, config, runner, reporter, run_id, result)
+        result.timings["imageqa"] = time.perf_counter() - t_teacher
     result.seconds = time.perf_counter() - t_start
     _log_run(store, run_id, config, result, runner)
     return result
@@ -295,6 +340,54 @@ def _write_text(store: FeatureStore, dataset: VideoQADataset, split: str, args: 
     return sum(len(qs) for qs in by_video.values())
 
 
+def _imageqa(store: FeatureStore, dataset: VideoQADataset, splits: tuple[str, ...], config: FeaturizeConfig,
+             runner, reporter: Reporter, run_id: str, result: FeaturizeResult) -> None:  # noqa: ANN001
+    """Add the teacher's per-frame answer probabilities to every question bundle lacking them."""
+    args = TeacherArgs(config.imageqa, config.imageqa_weights, config.device, config.compute_dtype,
+                       config.imageqa_frames, config.imageqa_k)
+    open_ended = any(not q.candidates for split in splits for q in dataset.questions(split))
+    vocab = tuple(answer_vocab_of(dataset)) if open_ended else None
+    if open_ended and not vocab:
+        raise UsageError(f"dataset {dataset.name} has open-ended questions but no answer vocabulary "
+                         "(it is built from the train split: is its annotation file there?)")
+    fps = str(store.spec.sampling.fps)
+    spec = TeacherSpec.from_json(runner.setup(prepare_teacher, args, fps, config.decode_processes,
+                                              config.decode_timeout_s, vocab))
+    teacher_fp = store.set_teacher_spec(spec, list(vocab) if vocab else None)
+    decode = DecodeArgs(fps=fps, short_side=spec.decode_short_side, processes=config.decode_processes,
+                        timeout_s=config.decode_timeout_s)
+    for split in splits:
+        todo = [v for v in dataset.videos(split)
+                if store.has_question_bundle(split, v.video_id) and not store.has_imageqa(split, v.video_id, teacher_fp)]
+        if not todo:
+            continue
+        size = config.shard_videos or max(1, min(16, len(todo) // max(1, 4 * runner.workers)))
+        tasks = [
+            (shard, ImageQATask(str(store.path), store.fingerprint, teacher_fp, args, decode, split,
+                                tuple((v.video_id, str(v.path)) for v in shard), vocab, run_id, config.lease_ttl_s,
+                                runner.progress_topic))
+            for shard in (todo[i : i + size] for i in range(0, len(todo), size))
+        ]
+        progress = _Progress(reporter)
+        reporter.start(len(todo), f"image-QA {config.imageqa} / {split}")
+        for shard, outcome in runner.map(run_imageqa, tasks, on_video=progress.video):
+            if isinstance(outcome, ImageQAResult):
+                result.imageqa_done += len(outcome.done)
+                result.imageqa_failures.update({f"{split}/{v}": why for v, why in outcome.failed.items()})
+                for name, seconds in outcome.timings.items():
+                    result.timings[name] += seconds
+                for v in shard:
+                    progress.video(v.video_id, outcome.done.get(v.video_id, 0), outcome.failed.get(v.video_id))
+            else:  # the worker died: no retry for the teacher pass; rerun to redo these videos
+                for v in shard:
+                    store.break_lease(v.video_id, run_id, kind="imageqa")
+                    if not store.has_imageqa(split, v.video_id, teacher_fp):
+                        why = f"crashed: the worker process died while scoring it ({type(outcome).__name__})"
+                        result.imageqa_failures[f"{split}/{v.video_id}"] = why
+                        progress.video(v.video_id, 0, why)
+        reporter.finish()
+
+
 def _log_run(store: FeatureStore, run_id: str, config: FeaturizeConfig, result: FeaturizeResult, runner) -> None:  # noqa: ANN001
     record = {
         "host": socket.gethostname(),
@@ -306,6 +399,8 @@ def _log_run(store: FeatureStore, run_id: str, config: FeaturizeConfig, result: 
         "videos_skipped": result.skipped,
         "frames": result.frames,
         "stage_seconds": {k: round(v, 3) for k, v in result.timings.items()},
+        "imageqa": {"teacher": config.imageqa, "videos_done": result.imageqa_done,
+                    "videos_failed": len(result.imageqa_failures)} if config.imageqa else None,
         "settings": {
             "batch_size": config.batch_size,
             "workers": runner.workers,

@@ -1,0 +1,31 @@
+"""Name -> image-QA teacher builder. Builders are imported only when a teacher is built
+(transformers and the model code load then, not when the CLI starts)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from vqacache.cache_spec.errors import UnknownName
+from vqacache.featurize.imageqa.teacher import ImageQATeacher
+
+TEACHERS: dict[str, str] = {
+    "blip": "vqacache.featurize.imageqa.blip:build_blip_teacher",
+    "albef": "vqacache.featurize.imageqa.albef:build_albef_teacher",
+}
+"""``name -> "module:function"``; the function takes ``(weights, *, device, compute_dtype)``."""
+
+
+def list_teachers() -> list[str]:
+    return sorted(TEACHERS)
+
+
+def get_teacher(name: str, weights: str | None = None, *, device: str = "cpu", compute_dtype: str = "float32",
+                **options: Any) -> ImageQATeacher:
+    """Build teacher ``name`` with ``weights`` (None: its default checkpoint; a hub name, a
+    local file or directory, or ``random[:SEED]``), on ``device``."""
+    if name not in TEACHERS:
+        raise UnknownName(f"unknown image-QA teacher {name!r}; available: {', '.join(list_teachers())}")
+    module, _, function = TEACHERS[name].partition(":")
+    build = getattr(importlib.import_module(module), function)
+    return build(weights, device=device, compute_dtype=compute_dtype, **options)
