@@ -168,9 +168,20 @@ class QADataset(Dataset):
         self.multiple_choice = self.refs[0].n_candidates > 0
         self.answer_vocab = None if self.multiple_choice else (answer_vocab or build_answer_vocab(self.refs))
         self._answer_index = {a: i for i, a in enumerate(self.answer_vocab or [])}
+        self._teacher_classes = self._teacher_vocab_map()
         self.max_candidates = max(r.n_candidates for r in self.refs)
         self._store: FeatureStore | None = stores.store("cls")
         self._handles: dict[Any, Any] = {}
+
+    def _teacher_vocab_map(self) -> np.ndarray | None:
+        """Open-ended: teacher vocabulary index -> this dataset's answer class (-1: not a class),
+        so the teacher's top-k probabilities land on the classes the head predicts."""
+        if self.multiple_choice or "imageqa" not in self.stores.paths:
+            return None
+        vocab = self.stores.store("imageqa").teacher_vocab()
+        if vocab is None:
+            return None
+        return np.array([self._answer_index.get(a, -1) for a in vocab], dtype=np.int64)
 
     # -- pickling for DataLoader workers: reopen lazily --------------------------------------
 
@@ -256,22 +267,35 @@ class QADataset(Dataset):
             chosen = idx if self.patch_frames == "all" else idx[uniform_positions(len(idx), self.num_patch_frames)]
             item["patch"] = torch.from_numpy(self._patch(ref.video_id, pts, chosen))  # (n or K, P, W)
         if ref.teacher_key is not None:
-            teacher = _teacher(self._bundle("imageqa", ref.split_key, ref.teacher_key), ref.teacher_row, pts[idx])
+            teacher = _teacher(self._bundle("imageqa", ref.split_key, ref.teacher_key), ref.teacher_row, pts[idx],
+                               self._teacher_classes, len(self.answer_vocab or []))
             if teacher is not None:
                 item["imageqa"] = torch.from_numpy(teacher)  # (n, C)
         return item
 
 
-def _teacher(group: dict[str, Any], row: int, frame_pts: np.ndarray) -> np.ndarray | None:
+def _teacher(group: dict[str, Any], row: int, frame_pts: np.ndarray, classes: np.ndarray | None = None,
+             num_classes: int = 0) -> np.ndarray | None:
     """The teacher's probabilities (n, C) at ``frame_pts``, or None when the bundle has none.
 
-    Looks for ``imageqa`` (Q, F, C) and ``imageqa_pts`` (Q, F) in the question bundle (the
-    layout the image-QA issue adds; rows of a question with fewer teacher frames are padded
-    with NaN pts); each frame takes the teacher frame nearest in pts.
+    Reads ``imageqa`` (Q, F, K) and ``imageqa_pts`` (Q, F) from the question bundle (rows of a
+    question with fewer teacher frames are padded with NaN pts); each frame takes the teacher
+    frame nearest in pts. Open-ended (``imageqa_index`` (Q, F, K) into the teacher's
+    vocabulary): the top-k probabilities are scattered onto this dataset's ``num_classes``
+    answer classes through ``classes`` (teacher index -> class, -1 dropped); the rest is 0.
     """
     if "imageqa" not in group or "imageqa_pts" not in group:
         return None
-    probs = np.asarray(group["imageqa"][row], dtype=np.float32)  # (F, C)
+    probs = np.asarray(group["imageqa"][row], dtype=np.float32)  # (F, K)
+    if "imageqa_index" in group:
+        if classes is None:
+            return None
+        index = np.asarray(group["imageqa_index"][row], dtype=np.int64)  # (F, K)
+        dense = np.zeros((probs.shape[0], num_classes), np.float32)  # (F, C)
+        target = np.where(index >= 0, classes[np.clip(index, 0, None)], -1)
+        f, j = np.nonzero(target >= 0)
+        np.add.at(dense, (f, target[f, j]), probs[f, j])
+        probs = dense
     tpts = np.asarray(group["imageqa_pts"][row], dtype=np.float64)  # (F,)
     valid = np.isfinite(tpts)
     probs, tpts = probs[valid], tpts[valid]

@@ -16,7 +16,8 @@ Features (all float, widths ``dim``):
 * question ``text``: the marker's text vector; ``cand`` (C, E): the concepts' text vectors,
   the correct one among ``n_candidates`` (the other markers' concepts are among the wrong
   ones when possible).
-* teacher ``imageqa`` (T, C), ``imageqa_pts`` (T,) on every question: per frame, the
+* teacher ``imageqa`` (T, C), ``imageqa_pts`` (T,) on every question (a ``TeacherSpec``
+  named ``synthetic`` with the teacher's parameters, written with ``write_imageqa``): per frame, the
   probability of each candidate an image-QA model would give: on the question's key frames
   ``key_prob`` on the correct candidate, on a distractor frame showing a candidate's
   concept ``key_prob`` on that candidate, else uniform; with probability ``teacher_noise``
@@ -34,8 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from vqacache.cache_spec import FeatureSpec, OutputSpec, PreprocessSpec, SamplingSpec, WeightsSpec, open_store
-from vqacache.cache_spec.keys import id_to_key
+from vqacache.cache_spec import (
+    FeatureSpec,
+    OutputSpec,
+    PreprocessSpec,
+    SamplingSpec,
+    TeacherSpec,
+    WeightsSpec,
+    open_store,
+)
 from vqacache.cache_spec.store import FeatureStore
 
 GENERATOR = "vqacache.heads.synthetic/temporal-v1"
@@ -83,6 +91,10 @@ def make_temporal_store(
         "seed": seed,
     }
     store = open_store(path, "a", spec=synthetic_spec(**params), dataset="synthetic-temporal")
+    teacher_fp = store.set_teacher_spec(TeacherSpec(
+        teacher="synthetic", model={"synthetic": True, "key_prob": key_prob, "teacher_noise": teacher_noise, "seed": seed},
+        frames=n_frames,
+    )) if teacher else None
     rng = np.random.default_rng(seed)
     unit = lambda *shape: (v := rng.standard_normal(shape)) / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
     marker_cls, marker_patch, marker_text = unit(n_markers, dim), unit(n_markers, dim), unit(n_markers, dim)
@@ -144,15 +156,6 @@ def make_temporal_store(
                 "cand_len": np.ones((Q, n_candidates), np.int64),
             })
             if teacher:
-                add_teacher(store, split, vid, np.stack(probs), np.tile(pts, (Q, 1)))
+                store.write_imageqa(split, vid, teacher_fp, {"imageqa": np.stack(probs).astype(np.float32),
+                                                             "imageqa_pts": np.tile(pts, (Q, 1))})
     return store
-
-
-def add_teacher(store: FeatureStore, split: str, video_id: str, probs: np.ndarray, pts: np.ndarray) -> None:
-    """Add ``imageqa`` (Q, F, C) and ``imageqa_pts`` (Q, F) to a question bundle with plain
-    zarr (the layout the image-QA issue adds; not covered by the bundle's checksum)."""
-    group = store.root[f"questions/{id_to_key(split, 'split')}/{id_to_key(video_id)}"]
-    for name, value in (("imageqa", probs.astype(np.float32)), ("imageqa_pts", pts.astype(np.float64))):
-        if name in group:
-            del group[name]
-        group.create_array(name, data=value, chunks=value.shape, compressors=None)
