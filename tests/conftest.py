@@ -49,6 +49,9 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     folder = tmp_path_factory.mktemp("open_clip_configs")
     (folder / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CFG))
+    # a second tiny model (32 px patches, other widths) for runs with several encoders
+    (folder / f"{TINY_CLIP}-p32.json").write_text(json.dumps({
+        **TINY_CLIP_CFG, "embed_dim": 24, "vision_cfg": {**TINY_CLIP_CFG["vision_cfg"], "patch_size": 32, "width": 48}}))
     open_clip.add_model_config(folder)
     os.environ["VQACACHE_OPEN_CLIP_CONFIGS"] = str(folder)  # for Dask workers and subprocesses
     return f"open_clip:{TINY_CLIP}"

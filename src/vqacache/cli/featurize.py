@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 def run(
     dataset: Annotated[str, typer.Option(help=f"Dataset name: {', '.join(list_datasets())} (docs/datasets.md).")],
     encoder: Annotated[
-        str | None, typer.Option(help="Encoder name, e.g. clip-b16, or open_clip:MODEL (required unless --dry-run).")
+        str | None, typer.Option(help="Encoder name, e.g. clip-b16, or open_clip:MODEL; several as a,b,c (each video decoded once, one store each). Required unless --dry-run.")
     ] = None,
     cache_root: Annotated[
         Path | None, typer.Option(help="Root of the shared feature cache (required unless --dry-run).")

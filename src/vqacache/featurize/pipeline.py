@@ -63,6 +63,7 @@ from vqacache.featurize.shard import (
     EncoderArgs,
     ShardResult,
     ShardTask,
+    Target,
     TextTask,
     prepare_worker,
     run_shard,
@@ -81,6 +82,7 @@ class FeaturizeConfig:
 
     dataset: str
     encoder: str
+    """An encoder name, or several as ``a,b,c``: each video is decoded once and fed to all."""
     cache_root: Path
     data_root: Path | None = None
     weights: str | None = None
@@ -128,6 +130,10 @@ class FeaturizeResult:
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     failures: dict[str, str] = field(default_factory=dict)
     dashboard: str | None = None
+    store_paths: list[Path] = field(default_factory=list)
+    """Every store written (``--encoder a,b,c``: one per encoder; ``store_path`` is the first)."""
+    written: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """store path -> videos completed in it by this run."""
     imageqa_done: int = 0
     imageqa_failures: dict[str, str] = field(default_factory=dict)
     """``{"<split>/<video id>": reason}``: videos whose questions the teacher could not score."""
@@ -144,7 +150,8 @@ class FeaturizeResult:
             f"{self.questions} questions; "
             + (f"image-QA: {self.imageqa_done} videos scored, {len(self.imageqa_failures)} failed; "
                if self.imageqa_done or self.imageqa_failures else "")
-            + f"store {self.store_path}"
+            + (f"store {self.store_path}" if len(self.store_paths) <= 1
+               else f"stores {', '.join(str(p) for p in self.store_paths)}")
         )
 
     def add(self, shard: ShardResult) -> None:
@@ -155,6 +162,8 @@ class FeaturizeResult:
         self.failures.update(shard.failed)
         for name, seconds in shard.timings.items():
             self.timings[name] += seconds
+        for path, n in shard.written.items():
+            self.written[path] += n
 
 
 class Reporter(Protocol):
@@ -188,17 +197,22 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
     splits = config.splits or dataset.splits()
     for split in splits:
         check_videos(dataset, split)
-    args = EncoderArgs(
-        name=config.encoder,
-        weights=config.weights,
-        device=config.device,
-        patches=config.patches,
-        patch_pool=config.patch_pool,
-        decode_short_side=config.short_side,
-        compute_dtype=config.compute_dtype,
-    )
+    names = encoder_names(config.encoder)
+    for name in names:
+        resolve_name(name)  # a typo fails here, before any cluster starts
+    args = [
+        EncoderArgs(
+            name=name,
+            weights=config.weights,
+            device=config.device,
+            patches=config.patches,
+            patch_pool=config.patch_pool,
+            decode_short_side=config.short_side,
+            compute_dtype=config.compute_dtype,
+        )
+        for name in names
+    ]
     fps = str(parse_fps(config.fps))
-    resolve_name(config.encoder)  # a typo fails here, before any cluster starts
     check_device_options(config.device, config.compute_dtype)
     if config.imageqa and config.imageqa not in list_teachers():
         raise UnknownName(f"unknown image-QA teacher {config.imageqa!r}; available: {', '.join(list_teachers())}")
@@ -214,70 +228,101 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
         return _run(config, dataset, splits, args, fps, _DaskRunner(client), reporter, t_start)
 
 
+def encoder_names(value: str) -> list[str]:
+    """``--encoder a,b,c`` -> ["a", "b", "c"]: each video is decoded once for all of them."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--encoder needs at least one name")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--encoder names an encoder twice: {value!r}")
+    return names
+
+
 def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> FeaturizeResult:  # noqa: ANN001
     decode = DecodeArgs(fps=fps, short_side=config.short_side, processes=config.decode_processes,
                         timeout_s=config.decode_timeout_s)
-    spec = FeatureSpec.from_json(runner.setup(prepare_worker, args, decode, config.dtype))
+    specs = [FeatureSpec.from_json(runner.setup(prepare_worker, a, decode, config.dtype)) for a in args]
     t_setup = time.perf_counter() - t_start
-    path = store_path(config.cache_root, dataset.name, spec.encoder, spec.fingerprint())
-    store = open_store(path, "a", spec=spec, dataset=dataset.name)
-    result = FeaturizeResult(store_path=path, fingerprint=spec.fingerprint(), dashboard=runner.dashboard)
+    stores = [
+        open_store(store_path(config.cache_root, dataset.name, spec.encoder, spec.fingerprint()), "a",
+                   spec=spec, dataset=dataset.name)
+        for spec in specs
+    ]
+    store = stores[0]
+    result = FeaturizeResult(store_path=store.path, fingerprint=store.fingerprint, dashboard=runner.dashboard,
+                             store_paths=[s.path for s in stores])
     result.timings["setup"] = t_setup
     run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    targets = tuple(Target(str(s.path), s.fingerprint, a) for s, a in zip(stores, args))
 
     videos = _videos_of(dataset, splits)
-    complete = set(store.complete_videos())
-    failed_before = set() if config.retry_failed else set(store.failures())
-    todo = [v for v in videos if v.video_id not in complete and v.video_id not in failed_before]
+    needed = [_Needed(s, config.retry_failed) for s in stores]
+    todo = [v for v in videos if any(n.needs(v.video_id) for n in needed)]
     result.skipped = len(videos) - len(todo)
     progress = _Progress(reporter)
 
     def task(shard: list[VideoRecord]) -> ShardTask:
         return ShardTask(
-            store_path=str(path), fingerprint=spec.fingerprint(), encoder=args, decode=decode,
-            videos=tuple((v.video_id, str(v.path)) for v in shard), batch_size=config.batch_size,
-            owner=run_id, retry_failed=config.retry_failed, lease_ttl_s=config.lease_ttl_s,
-            progress_topic=runner.progress_topic,
+            targets=targets, decode=decode, videos=tuple((v.video_id, str(v.path)) for v in shard),
+            batch_size=config.batch_size, owner=run_id, retry_failed=config.retry_failed,
+            lease_ttl_s=config.lease_ttl_s, progress_topic=runner.progress_topic,
         )
+
+    def finished(video: VideoRecord) -> bool:
+        return all(s.is_complete(video.video_id) for s in stores)
 
     size = config.shard_videos or max(1, min(16, len(todo) // max(1, 4 * runner.workers)))
     shards = [todo[i : i + size] for i in range(0, len(todo), size)]
-    reporter.start(len(todo), f"{dataset.name} / {spec.encoder}")
+    reporter.start(len(todo), f"{dataset.name} / {' + '.join(s.spec.encoder for s in stores)}")
     crashed: list[list[VideoRecord]] = []
     for shard, outcome in runner.map(run_shard, [(s, task(s)) for s in shards], on_video=progress.video):
         if isinstance(outcome, ShardResult):
             result.add(outcome)
             progress.shard(shard, outcome)
         elif len(shard) > 1:  # a worker died: retry its unfinished videos one per task
-            unfinished = [v for v in shard if not store.is_complete(v.video_id)]
+            unfinished = [v for v in shard if not finished(v)]
             for v in unfinished:  # the dead worker's leases (this run's) would block the retry
-                store.break_lease(v.video_id, run_id)
+                for s in stores:
+                    s.break_lease(v.video_id, run_id)
             crashed += [[v] for v in unfinished]
-            finished = [v for v in shard if v not in unfinished]
-            result.done += len(finished)
-            result.frames += sum(store.video_arrays(v.video_id)["pts"].shape[0] for v in finished)
-            progress.shard(finished, None)
+            done = [v for v in shard if v not in unfinished]
+            result.done += len(done)
+            result.frames += sum(store.video_arrays(v.video_id)["pts"].shape[0] for v in done)
+            progress.shard(done, None)
         else:
-            _record_crash(store, shard[0], outcome, result, progress, run_id)
+            _record_crash(stores, shard[0], outcome, result, progress, run_id)
     for shard, outcome in runner.map(run_shard, [(s, task(s)) for s in crashed], on_video=progress.video):
         if isinstance(outcome, ShardResult):
             result.add(outcome)
             progress.shard(shard, outcome)
         else:
-            _record_crash(store, shard[0], outcome, result, progress, run_id)
+            _record_crash(stores, shard[0], outcome, result, progress, run_id)
     reporter.finish()
 
     t_text = time.perf_counter()
-    for split in splits:
-        result.questions += _write_text(store, dataset, split, args, spec, runner)
+    for s, a, spec in zip(stores, args, specs):
+        questions = sum(_write_text(s, dataset, split, a, spec, runner) for split in splits)
+    result.questions = questions
     result.timings["text"] = time.perf_counter() - t_text
     if config.imageqa:
         t_teacher = time.perf_counter()
         _imageqa(store, dataset, splits, config, runner, reporter, run_id, result)
         result.timings["imageqa"] = time.perf_counter() - t_teacher
     result.seconds = time.perf_counter() - t_start
-    _log_run(store, run_id, config, result, runner)
+    for s in stores:
+        _log_run(s, run_id, config, result, runner)
     return result
+
+
+class _Needed:
+    """Whether a store still needs a video: not complete, and not failed (unless retrying)."""
+
+    def __init__(self, store: FeatureStore, retry_failed: bool) -> None:
+        self.complete = set(store.complete_videos())
+        self.failed = set() if retry_failed else set(store.failures())
+
+    def needs(self, video_id: str) -> bool:
+        return video_id not in self.complete and video_id not in self.failed
 
 
 class _Progress:
@@ -309,17 +354,20 @@ class _Progress:
                 self.video(vid, 0, outcome.failed.get(vid))
 
 
-def _record_crash(store: FeatureStore, video: VideoRecord, error: BaseException, result: FeaturizeResult,
+def _record_crash(stores: list[FeatureStore], video: VideoRecord, error: BaseException, result: FeaturizeResult,
                   progress: _Progress, run_id: str) -> None:
-    store.break_lease(video.video_id, run_id)  # its holder died with the worker
-    if store.is_complete(video.video_id):
+    for store in stores:
+        store.break_lease(video.video_id, run_id)  # its holder died with the worker
+    incomplete = [s for s in stores if not s.is_complete(video.video_id)]
+    if not incomplete:
         result.done += 1
-        frames = store.video_arrays(video.video_id)["pts"].shape[0]
+        frames = stores[0].video_arrays(video.video_id)["pts"].shape[0]
         result.frames += frames
         progress.video(video.video_id, frames, None)
         return
     message = f"the worker process died while featurizing it ({type(error).__name__}: {error})"
-    store.record_failure(video.video_id, "crashed", message)
+    for store in incomplete:
+        store.record_failure(video.video_id, "crashed", message)
     result.failed += 1
     result.failures[video.video_id] = f"crashed: {message}"
     progress.video(video.video_id, 0, f"crashed: {message}")
@@ -395,6 +443,7 @@ def _log_run(store: FeatureStore, run_id: str, config: FeaturizeConfig, result: 
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(result.seconds, 3),
         "videos_done": result.done,
+        "videos_written_here": result.written.get(str(store.path), 0),
         "videos_failed": result.failed,
         "videos_skipped": result.skipped,
         "frames": result.frames,

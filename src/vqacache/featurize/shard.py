@@ -55,10 +55,18 @@ class DecodeArgs:
 
 
 @dataclass(frozen=True)
-class ShardTask:
+class Target:
+    """One encoder and the store it writes (``--encoder a,b,c`` gives a shard several)."""
+
     store_path: str
     fingerprint: str
     encoder: EncoderArgs
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    targets: tuple[Target, ...]
+    """Every video is decoded once and fed to each target's encoder that still needs it."""
     decode: DecodeArgs
     videos: tuple[tuple[str, str], ...]
     """(video_id, path) pairs."""
@@ -74,10 +82,12 @@ class ShardTask:
 @dataclass
 class ShardResult:
     done: dict[str, int] = field(default_factory=dict)
-    """video_id -> frames written."""
+    """video_id -> frames written (a video is done when every target that needed it is)."""
     failed: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
-    """Complete already, recorded as failed, or claimed by another run."""
+    """Complete already, recorded as failed, or claimed by another run, in every target."""
+    written: dict[str, int] = field(default_factory=dict)
+    """store path -> videos this task completed in it."""
     timings: dict[str, float] = field(default_factory=lambda: {"decode_wait": 0.0, "encode": 0.0, "write": 0.0})
     frames_encoded: int = 0
     forwards: int = 0
@@ -157,107 +167,170 @@ VideoCallback = Callable[[str, int, "str | None"], None]
 
 
 def run_shard(task: ShardTask, on_video: VideoCallback | None = None) -> ShardResult:
-    """Featurize the shard's videos; see the module docstring. Returns small metadata only.
+    """Featurize the shard's videos into every target; see the module docstring. Returns small
+    metadata only.
 
-    Progress per video goes to ``on_video`` or, when ``task.progress_topic`` is set and this
-    runs on a Dask worker, to that topic as a ``{"video", "frames", "failure"}`` event (the
-    client subscribes to it), so a progress bar moves per video, not per shard.
+    Each video is decoded once (in the decode children, read ahead) and its frames go to the
+    targets that still need it, each claimed with a lease in that target's store. Progress
+    per video goes to ``on_video`` or, when ``task.progress_topic`` is set and this runs on a
+    Dask worker, to that topic as a ``{"video", "frames", "failure"}`` event (the client
+    subscribes to it), so a progress bar moves per video, not per shard.
     """
     on_video = on_video or _event_callback(task.progress_topic)
     result = ShardResult()
-    store = _open_task_store(task.store_path, task.fingerprint)
-    encoder = cached_encoder(task.encoder)
-    mine = encoder.feature_spec(store.spec.sampling, dtype=store.spec.dtype)
-    if mine.fingerprint() != store.fingerprint:
-        raise StoreError(
-            f"this worker's encoder produces another spec than the store's ({'; '.join(store.spec.diff(mine))}); "
-            "check that every worker has the same weights and library versions"
-        )
+    pending: dict[str, set[int]] = {}  # video -> targets still writing it
+    frames_of: dict[str, int] = {}
+
+    def target_done(video_id: str, index: int, frames: int | None) -> None:
+        """Target ``index`` finished ``video_id`` (``frames`` None: it gave the video up)."""
+        pending[video_id].discard(index)
+        if frames is not None:
+            frames_of[video_id] = frames
+        if not pending[video_id]:
+            del pending[video_id]
+            if video_id in frames_of:
+                result.done[video_id] = frames_of.pop(video_id)
+                if on_video is not None:
+                    on_video(video_id, result.done[video_id], None)
+            else:
+                result.skipped.append(video_id)
+
+    sinks = [_Sink(i, t, task, result, target_done) for i, t in enumerate(task.targets)]
     pool = cached_pool(task.decode)
-    batch_size = task.batch_size or encoder.batch_size_hint
-    leases: dict[str, Any] = {}
 
     def claimed_videos():
-        """Yields the videos this run holds a lease on and still has to do (read ahead by the pool)."""
-        failed_before = set() if task.retry_failed else set(store.failures())
+        """Yields the videos some target claimed and still has to do (read ahead by the pool)."""
         for video_id, path in task.videos:
-            if store.is_complete(video_id) or video_id in failed_before:
+            claimed = {sink.index for sink in sinks if sink.claim(video_id)}
+            if not claimed:
                 result.skipped.append(video_id)
                 continue
-            lease = store.claim(video_id, task.owner, task.lease_ttl_s)
-            if lease is None:  # another run is on it
-                result.skipped.append(video_id)
-                continue
-            if store.is_complete(video_id):  # finished while we were claiming
-                lease.release()
-                result.skipped.append(video_id)
-                continue
-            leases[video_id] = lease
+            pending[video_id] = claimed
             yield video_id, path
-
-    def encode(frames: np.ndarray) -> dict[str, torch.Tensor]:
-        t0 = time.perf_counter()
-        out = encoder.encode_frames(frames)
-        result.timings["encode"] += time.perf_counter() - t0
-        return out
-
-    batcher = FrameBatcher(encode, batch_size)
-    open_writers: dict[str, Any] = {}
-
-    def finish(video_id: str) -> None:
-        t0 = time.perf_counter()
-        cm, writer = open_writers.pop(video_id)
-        try:
-            cm.__exit__(None, None, None)  # flush + completion marker (checks the lease first)
-            result.done[video_id] = writer.n_frames
-        except LeaseLost:  # we stalled past the lease and another run took the video over
-            result.skipped.append(video_id)
-        leases.pop(video_id).release()
-        result.timings["write"] += time.perf_counter() - t0
-        if on_video is not None and video_id in result.done:
-            on_video(video_id, writer.n_frames, None)
-
-    def fail(video_id: str, handle: Any, exc: DecodeError) -> None:
-        if handle is not None:
-            batcher.drop_video(handle)
-        if video_id in open_writers:
-            cm, _ = open_writers.pop(video_id)
-            cm.__exit__(type(exc), exc, None)  # removes the partial group
-        store.record_failure(video_id, exc.reason, str(exc))
-        result.failed[video_id] = f"{exc.reason}: {exc}"
-        leases.pop(video_id).release()
-        if on_video is not None:
-            on_video(video_id, 0, result.failed[video_id])
 
     try:
         for stream in pool.imap(claimed_videos()):
-            video_id, handle = stream.video_id, None
+            video_id = stream.video_id
+            mine = [sink for sink in sinks if sink.index in pending[video_id]]
             try:
                 t0 = time.perf_counter()
                 for chunk in stream.chunks():
                     result.timings["decode_wait"] += time.perf_counter() - t0
-                    if handle is None:
-                        cm = store.write_video(video_id, lease=leases[video_id])
-                        writer = cm.__enter__()
-                        writer.group.attrs.update({"source": chunk.info.to_dict()})
-                        open_writers[video_id] = (cm, writer)
-                        handle = batcher.open_video(writer, on_complete=lambda v=video_id: finish(v))
-                    batcher.add(handle, chunk)
-                    for lease in leases.values():
-                        lease.renew_if_due()
+                    for sink in mine:
+                        sink.add(video_id, chunk)
+                    for sink in sinks:
+                        sink.renew_leases()
                     t0 = time.perf_counter()
             except DecodeError as exc:
-                fail(video_id, handle, exc)
+                for sink in mine:
+                    sink.fail(video_id, exc)
+                pending.pop(video_id, None)
+                result.failed[video_id] = f"{exc.reason}: {exc}"
+                if on_video is not None:
+                    on_video(video_id, 0, result.failed[video_id])
                 continue
-            batcher.close_video(handle)
-        batcher.flush()
+            for sink in mine:
+                sink.close(video_id)
+        for sink in sinks:
+            sink.flush()
     finally:
-        for video_id, (cm, _) in list(open_writers.items()):  # interrupted: leave nothing half-written
-            cm.__exit__(RuntimeError, RuntimeError("task interrupted"), None)
-        for lease in leases.values():
-            lease.release()
-    result.frames_encoded, result.forwards = batcher.frames_encoded, batcher.forwards
+        for sink in sinks:
+            sink.abort()  # interrupted: leave nothing half-written, free the leases
+    result.frames_encoded = sum(sink.batcher.frames_encoded for sink in sinks)
+    result.forwards = sum(sink.batcher.forwards for sink in sinks)
     return result
+
+
+class _Sink:
+    """One target inside a shard: its store, encoder, batcher, open writers and leases."""
+
+    def __init__(self, index: int, target: Target, task: ShardTask, result: ShardResult,
+                 done: Callable[[str, int, int | None], None]) -> None:
+        self.index, self.task, self.result, self.done = index, task, result, done
+        self.store = _open_task_store(target.store_path, target.fingerprint)
+        self.encoder = cached_encoder(target.encoder)
+        mine = self.encoder.feature_spec(self.store.spec.sampling, dtype=self.store.spec.dtype)
+        if mine.fingerprint() != self.store.fingerprint:
+            raise StoreError(
+                f"this worker's encoder produces another spec than the store's ({'; '.join(self.store.spec.diff(mine))}); "
+                "check that every worker has the same weights and library versions"
+            )
+        self.batcher = FrameBatcher(self._encode, task.batch_size or self.encoder.batch_size_hint)
+        self.failed_before = set() if task.retry_failed else set(self.store.failures())
+        self.leases: dict[str, Any] = {}
+        self.writers: dict[str, tuple[Any, Any]] = {}
+        self.handles: dict[str, Any] = {}
+
+    def claim(self, video_id: str) -> bool:
+        """Whether this target takes ``video_id``: not complete, not failed before, and leased."""
+        if self.store.is_complete(video_id) or video_id in self.failed_before:
+            return False
+        lease = self.store.claim(video_id, self.task.owner, self.task.lease_ttl_s)
+        if lease is None:  # another run is on it
+            return False
+        if self.store.is_complete(video_id):  # finished while we were claiming
+            lease.release()
+            return False
+        self.leases[video_id] = lease
+        return True
+
+    def _encode(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        t0 = time.perf_counter()
+        out = self.encoder.encode_frames(frames)
+        self.result.timings["encode"] += time.perf_counter() - t0
+        return out
+
+    def add(self, video_id: str, chunk: Any) -> None:
+        if video_id not in self.handles:
+            cm = self.store.write_video(video_id, lease=self.leases[video_id])
+            writer = cm.__enter__()
+            writer.group.attrs.update({"source": chunk.info.to_dict()})
+            self.writers[video_id] = (cm, writer)
+            self.handles[video_id] = self.batcher.open_video(writer, on_complete=lambda v=video_id: self._finish(v))
+        self.batcher.add(self.handles[video_id], chunk)
+
+    def close(self, video_id: str) -> None:
+        self.batcher.close_video(self.handles[video_id])
+
+    def _finish(self, video_id: str) -> None:
+        t0 = time.perf_counter()
+        self.handles.pop(video_id)
+        cm, writer = self.writers.pop(video_id)
+        frames = None
+        try:
+            cm.__exit__(None, None, None)  # flush + completion marker (checks the lease first)
+            frames = writer.n_frames
+            self.result.written[str(self.store.path)] = self.result.written.get(str(self.store.path), 0) + 1
+        except LeaseLost:  # we stalled past the lease and another run took the video over
+            pass
+        self.leases.pop(video_id).release()
+        self.result.timings["write"] += time.perf_counter() - t0
+        self.done(video_id, self.index, frames)
+
+    def fail(self, video_id: str, exc: DecodeError) -> None:
+        handle = self.handles.pop(video_id, None)
+        if handle is not None:
+            self.batcher.drop_video(handle)
+        if video_id in self.writers:
+            cm, _ = self.writers.pop(video_id)
+            cm.__exit__(type(exc), exc, None)  # removes the partial group
+        self.store.record_failure(video_id, exc.reason, str(exc))
+        self.leases.pop(video_id).release()
+
+    def renew_leases(self) -> None:
+        for lease in self.leases.values():
+            lease.renew_if_due()
+
+    def flush(self) -> None:
+        self.batcher.flush()
+
+    def abort(self) -> None:
+        for cm, _ in list(self.writers.values()):
+            cm.__exit__(RuntimeError, RuntimeError("task interrupted"), None)
+        self.writers.clear()
+        for lease in self.leases.values():
+            lease.release()
+        self.leases.clear()
 
 
 def _event_callback(topic: str | None) -> VideoCallback | None:
