@@ -29,7 +29,14 @@ class Encoder(Protocol):
     @property
     def dims(self) -> dict[str, tuple[int, ...]]:
         """Per-item shapes: ``cls`` (E,), ``cls_hidden`` (W,), ``patch`` (P, W) when patches
-        are on, ``text`` (E,), ``text_tokens`` (W_text,) (one token; L varies per batch)."""
+        are on, ``text`` (E,), ``text_tokens`` (W_text,) (one token; L varies per batch).
+        Vision-only encoders have no ``text``/``text_tokens``."""
+        ...
+
+    @property
+    def has_text(self) -> bool:
+        """Whether :meth:`encode_text` works: True for CLIP-style encoders, False for
+        vision-only towers (BLIP-2's ViT-g, BLIP's ViT), whose questions need another encoder."""
         ...
 
     @property
@@ -48,5 +55,6 @@ class Encoder(Protocol):
 
     def encode_text(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """n strings -> ``emb`` (n, E), ``tokens`` (n, L, W_text) with L the longest tokenized
-        length in the batch (SOT and EOT included), ``length`` (n,) int64."""
+        length in the batch (SOT and EOT included), ``length`` (n,) int64.
+        Raises ``NotImplementedError`` when :attr:`has_text` is False."""
         ...

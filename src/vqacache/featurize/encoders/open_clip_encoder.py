@@ -16,8 +16,14 @@ Forward passes are open_clip's own (``forward_intermediates``), so the numbers a
 * ``emb`` = ``model.encode_text``, ``tokens`` = the states after ``ln_final``.
 
 Supported: open_clip ``CLIP`` models with a class-token ``VisionTransformer`` and the built-in
-text transformer and BPE tokenizer (OpenAI CLIP, LAION, DataComp, MetaCLIP, DFN ViTs); timm or
-Hugging Face towers, ResNets, CoCa and squash-resize (SigLIP) models are refused up front.
+text transformer and BPE tokenizer (OpenAI CLIP, LAION, DataComp, MetaCLIP, DFN ViTs), and
+``CustomTextCLIP`` models whose image tower is a class-token timm ViT and whose text tower is
+open_clip's own ``TextTransformer`` (EVA-CLIP: ``EVA01-g-14``, ``EVA02-*``). For a timm trunk
+open_clip's ``forward_intermediates`` gives the same three things: ``patch``/``cls_hidden`` =
+the trunk's ``forward_features`` tokens (after its final norm), ``cls`` = ``forward_head``
+(token pooling and the classifier head that EVA-CLIP uses as its projection) then the
+adapter's head. Hugging Face towers, ResNets, average/attention-pooled towers, CoCa and
+squash-resize (SigLIP) models are refused up front.
 """
 
 from __future__ import annotations
@@ -29,10 +35,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vqacache.cache_spec.errors import UsageError
 from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, PreprocessSpec, SamplingSpec
+from vqacache.featurize.encoders.patch_grid import check_patch_pool, pool_patches
 from vqacache.featurize.encoders.preprocess import PREPROCESS_IMPL, ImageTransform
 from vqacache.featurize.encoders.transfer import to_host
 from vqacache.featurize.encoders.weights import RANDOM_INIT, ResolvedWeights, init_random_, resolve_weights
@@ -77,9 +83,9 @@ class OpenClipEncoder:
         self.decode_short_side = decode_short_side
         self.decode_interpolation = decode_interpolation
         self.compute_dtype = compute_dtype
-        visual = model.visual
-        self.grid: tuple[int, int] = tuple(visual.grid_size)  # (gh, gw) patch grid
-        _check_patch_pool(self.patch_pool, self.grid, model_name)
+        self.text_tower = text_tower(model)
+        self.grid: tuple[int, int] = vision_grid(model.visual)  # (gh, gw) patch grid
+        check_patch_pool(self.patch_pool, self.grid, model_name)
         self.preprocess_spec = PreprocessSpec(  # built now: a bad decode size fails at construction
             decode_short_side=decode_short_side,
             decode_interpolation=decode_interpolation,
@@ -100,21 +106,25 @@ class OpenClipEncoder:
 
     @property
     def dims(self) -> dict[str, tuple[int, ...]]:
-        embed = int(self.model.visual.output_dim)
-        width = int(self.model.visual.transformer.width)
+        embed = int(self.model_cfg["embed_dim"])
+        width = vision_width(self.model.visual)
         dims: dict[str, tuple[int, ...]] = {"cls": (embed,), "cls_hidden": (width,)}
         if self.patches:
             gh, gw = (g // self.patch_pool for g in self.grid)
             dims["patch"] = (gh * gw, width)
         dims["text"] = (embed,)
-        dims["text_tokens"] = (int(self.model.transformer.width),)
+        dims["text_tokens"] = (int(self.text_tower.transformer.width),)
         return dims
+
+    @property
+    def has_text(self) -> bool:
+        return True
 
     @property
     def batch_size_hint(self) -> int:
         if self.device.type == "cpu":
             return 16
-        return 256 if self.model.visual.transformer.width <= 768 else 128
+        return 256 if vision_width(self.model.visual) <= 768 else 128
 
     def feature_spec(self, sampling: SamplingSpec, dtype: str = "float16") -> FeatureSpec:
         """The spec of features computed by this encoder at ``sampling``, stored as ``dtype``."""
@@ -172,20 +182,13 @@ class OpenClipEncoder:
 
     def _pool_patches(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, gh * gw, W) row-major -> (N, (gh / k) * (gw / k), W) by k x k average pooling."""
-        k = self.patch_pool
-        if k == 1:
-            return tokens
-        n, _, width = tokens.shape
-        gh, gw = self.grid
-        grid = tokens.float().reshape(n, gh, gw, width).permute(0, 3, 1, 2)  # (N, W, gh, gw)
-        pooled = F.avg_pool2d(grid, kernel_size=k, stride=k)  # (N, W, gh / k, gw / k)
-        return pooled.flatten(2).transpose(1, 2)  # (N, P, W)
+        return pool_patches(tokens, self.grid, self.patch_pool)
 
     def encode_text(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """n strings -> ``emb`` (n, E), ``tokens`` (n, L, W_text), ``length`` (n,) int64."""
         if isinstance(texts, str):
             raise TypeError("encode_text takes a list of strings, not one string")
-        width = int(self.model.transformer.width)
+        width = int(self.text_tower.transformer.width)
         if len(texts) == 0:
             return {
                 "emb": torch.empty(0, self.dims["text"][0]),
@@ -195,7 +198,7 @@ class OpenClipEncoder:
         ids = self.tokenizer(list(texts)).to(self.device)  # (n, C) int64, C = context length
         length = self._eot_index(ids) + 1  # (n,) SOT .. EOT inclusive
         longest = int(length.max())
-        causal = self.model.attn_mask is not None  # without a causal mask, padding is attended: keep it
+        causal = self.text_tower.attn_mask is not None  # without a causal mask, padding is attended: keep it
         with torch.no_grad(), self.autocast():
             states, emb = self._text_forward(ids[:, :longest] if causal else ids)
         states = states[:, :longest]
@@ -212,21 +215,55 @@ class OpenClipEncoder:
         < L never see later ones: running L positions gives the same states there, and the
         pooled EOT (at position < L) the same embedding, for 77/L times less work.
         """
-        m, n_pos = self.model, ids.shape[1]
+        m, n_pos = self.text_tower, ids.shape[1]
         cast = m.transformer.get_cast_dtype()
         x = m.token_embedding(ids).to(cast) + m.positional_embedding[:n_pos].to(cast)  # (n, L, W)
         mask = m.attn_mask[:n_pos, :n_pos] if m.attn_mask is not None else None  # (L, L) causal
         states = m.ln_final(m.transformer(x, attn_mask=mask))  # (n, L, W)
         pooled = states[torch.arange(len(ids), device=ids.device), self._eot_index(ids)]  # (n, W)
         proj = m.text_projection
-        emb = proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj  # (n, E)
+        if proj is None:
+            emb = pooled
+        else:
+            emb = proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj  # (n, E)
         return states, emb
 
     def _eot_index(self, ids: torch.Tensor) -> torch.Tensor:
         """(n, C) token ids -> (n,) position of the token the text embedding pools (EOT)."""
-        if self.model.text_pool_type == "argmax":  # EOT has the highest id in CLIP's BPE vocab
+        pool_type, eos_id = text_pooling(self.model)
+        if pool_type == "argmax":  # EOT has the highest id in CLIP's BPE vocab
             return ids.argmax(dim=-1)
-        return (ids == self.model.text_eos_id).int().argmax(dim=-1)  # "eos"
+        return (ids == eos_id).int().argmax(dim=-1)  # "eos"
+
+
+# -- the two model layouts: CLIP (text tower inline) and CustomTextCLIP (``model.text``) ------
+
+
+def text_tower(model: Any) -> Any:
+    """The module holding ``token_embedding``, ``positional_embedding``, ``transformer``,
+    ``ln_final``, ``text_projection`` and ``attn_mask``: the CLIP itself, or ``model.text``."""
+    return getattr(model, "text", model)
+
+
+def text_pooling(model: Any) -> tuple[str, int | None]:
+    """(pool type, EOS id) of the text tower: ``argmax`` (EOT = highest id) or ``eos``."""
+    if hasattr(model, "text"):
+        return model.text.pool_type, getattr(model.text, "eos_id", None)
+    return model.text_pool_type, getattr(model, "text_eos_id", None)
+
+
+def vision_grid(visual: Any) -> tuple[int, int]:
+    """(gh, gw) patch grid of an open_clip ViT or of a timm trunk (``TimmModel``)."""
+    if hasattr(visual, "trunk"):
+        return tuple(int(g) for g in visual.trunk.patch_embed.grid_size)  # type: ignore[return-value]
+    return tuple(int(g) for g in visual.grid_size)  # type: ignore[return-value]
+
+
+def vision_width(visual: Any) -> int:
+    """Token width W of an open_clip ViT or of a timm trunk."""
+    if hasattr(visual, "trunk"):
+        return int(visual.trunk.embed_dim)
+    return int(visual.transformer.width)
 
 
 # -- construction ---------------------------------------------------------------------------
@@ -264,9 +301,9 @@ def build_open_clip_encoder(
     if reason:
         raise UsageError(f"{what} is not supported: {reason}")
 
-    if patches:  # before any download: the grid is in the config
+    if patches and "patch_size" in model_cfg["vision_cfg"]:  # before any download (timm: checked once built)
         size, patch = (_pair(model_cfg["vision_cfg"][k]) for k in ("image_size", "patch_size"))
-        _check_patch_pool(patch_pool, (size[0] // patch[0], size[1] // patch[1]), model_name)
+        check_patch_pool(patch_pool, (size[0] // patch[0], size[1] // patch[1]), model_name)
 
     resolved = resolve_weights(model_name, weights, default_tag, what=what)
     reference = resolved.pretrained_cfg
@@ -301,13 +338,16 @@ def unsupported_reason(cfg: dict[str, Any]) -> str | None:
     """Why an open_clip model config cannot be an :class:`OpenClipEncoder`; None when it can."""
     vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
     if vision.get("timm_model_name"):
-        return "its image tower is a timm model"
-    if isinstance(vision.get("layers"), (list, tuple)):
+        if vision.get("timm_pool", "avg") != "token" or vision.get("timm_proj", "linear") not in (None, "linear"):
+            return "its image tower is a timm model that does not pool a class token"
+    elif isinstance(vision.get("layers"), (list, tuple)):
         return "its image tower is a ResNet (no patch tokens)"
     if vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok" or vision.get("final_ln_after_pool"):
         return "its image tower does not pool a class token"
-    if "multimodal_cfg" in cfg or cfg.get("custom_text") or text.get("hf_model_name") or text.get("embed_cls"):
+    if "multimodal_cfg" in cfg or text.get("hf_model_name") or text.get("embed_cls"):
         return "its text tower is not open_clip's built-in transformer"
+    if cfg.get("custom_text") and text.get("no_causal_mask"):
+        return "its text tower is bidirectional (padding mask not reproduced)"
     if text.get("hf_tokenizer_name") or text.get("pool_type", "argmax") not in ("argmax", "eos"):
         return "its text tower does not use the CLIP tokenizer with EOT pooling"
     return None
@@ -315,11 +355,6 @@ def unsupported_reason(cfg: dict[str, Any]) -> str | None:
 
 def _pair(v: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def _check_patch_pool(k: int, grid: tuple[int, ...], model_name: str) -> None:
-    if any(g % k for g in grid):
-        raise UsageError(f"--patch-pool {k} does not divide the {grid[0]}x{grid[1]} patch grid of {model_name}")
 
 
 def _create_model(model_name: str, resolved: ResolvedWeights, *, quick_gelu: bool, preprocess: dict, what: str) -> Any:
@@ -342,11 +377,30 @@ def _create_model(model_name: str, resolved: ResolvedWeights, *, quick_gelu: boo
             raise UsageError(f"--weights {resolved.path} is not an open_clip {model_name} checkpoint: {first}") from exc
     if resolved.seed is not None:
         init_random_(model, resolved.seed)
-    if not isinstance(model, open_clip.CLIP):
+    if not isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
         raise UsageError(f"{what} is not supported: open_clip built a {type(model).__name__}, not a CLIP")
+    if isinstance(model, open_clip.CustomTextCLIP) and not isinstance(model.text, open_clip.model.TextTransformer):
+        raise UsageError(f"{what} is not supported: its text tower is a {type(model.text).__name__}")
     if not hasattr(model.visual, "forward_intermediates"):
         raise UsageError(f"open_clip {open_clip.__version__} is too old: vqacache needs forward_intermediates (3.x)")
+    reason = _timm_trunk_reason(model.visual)
+    if reason:
+        raise UsageError(f"{what} is not supported: {reason}")
     return model
+
+
+def _timm_trunk_reason(visual: Any) -> str | None:
+    """Why a timm image tower cannot give CLS + patch tokens the way this module reads them."""
+    trunk = getattr(visual, "trunk", None)
+    if trunk is None:
+        return None
+    if getattr(trunk, "num_prefix_tokens", 0) != 1 or getattr(trunk, "global_pool", "") != "token":
+        return "its timm trunk does not have exactly one class token that it pools"
+    if not isinstance(getattr(trunk, "fc_norm", torch.nn.Identity()), torch.nn.Identity):
+        return "its timm trunk normalises the pooled token again (fc_norm): cls_hidden would not be pre-projection"
+    if not hasattr(trunk, "forward_intermediates") or not hasattr(getattr(trunk, "patch_embed", None), "grid_size"):
+        return "its timm trunk has no forward_intermediates / patch grid"
+    return None
 
 
 class _DropRandomInitWarning(logging.Filter):

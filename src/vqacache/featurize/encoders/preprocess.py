@@ -13,6 +13,10 @@ Here the same steps run on a whole batch of decoded frames as one tensor (on any
 3. center crop ``S x S`` (offsets ``round((H - S) / 2)``, torchvision's rule);
 4. scale to [0, 1] and normalise with ``mean`` / ``std``.
 
+The BLIP family's processors (transformers' ``BlipImageProcessor``) resize straight to
+``S x S`` without keeping the aspect ratio and without a crop (``resize="squash"``): the same
+passes, with both sides' targets ``S`` and step 3 skipped.
+
 The one remaining difference from open_clip's PIL path is PIL's fixed-point arithmetic:
 a pixel can land one grey level away (|diff| <= 1/255 before normalisation). The
 implementation is versioned by :data:`PREPROCESS_IMPL`, recorded in the feature spec: change
@@ -33,21 +37,29 @@ PREPROCESS_IMPL = "vqacache-tensor-v1"
 """Identity of this implementation; stored in ``FeatureSpec.extra`` (it changes numbers)."""
 
 
+RESIZE_MODES = ("shortest", "squash")
+
+
 @dataclass(frozen=True)
 class ImageTransform:
-    """The model transform: resize short side to ``size``, center crop ``size``, normalise.
+    """The model transform: resize to ``size`` (short side, or both sides), crop, normalise.
 
     ``interpolation``: ``"bicubic"`` or ``"bilinear"`` (antialiased, as PIL does).
+    ``resize``: ``"shortest"`` (open_clip: short side to ``size``, then the center crop) or
+    ``"squash"`` (BLIP: both sides to ``size``, aspect ratio not kept, no crop).
     """
 
     size: int
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize: str = "shortest"
 
     def __post_init__(self) -> None:
         if self.interpolation not in ("bicubic", "bilinear"):
             raise ValueError(f"interpolation must be bicubic or bilinear, got {self.interpolation!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
 
     def __call__(self, frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """uint8 RGB frames (N, H, W, 3) -> normalised float32 (N, 3, size, size) on ``device``."""
@@ -85,12 +97,12 @@ def preprocess_frames(
     if n == 0:
         return torch.empty(0, 3, s, s, dtype=torch.float32, device=x.device)
     x = x.float()
-    rh, rw = resized_shape(h, w, s)
+    rh, rw = resized_shape(h, w, s) if transform.resize == "shortest" else (s, s)
     if rw != w:  # PIL: horizontal pass first, back on the uint8 grid after each pass
         x = _resize_pass(x, (h, rw), transform.interpolation)  # (N, 3, H, rw)
     if rh != h:
         x = _resize_pass(x, (rh, rw), transform.interpolation)  # (N, 3, rh, rw)
-    top, left = center_crop_offsets(rh, rw, s)
+    top, left = center_crop_offsets(rh, rw, s)  # (0, 0) when squashed
     x = x[:, :, top : top + s, left : left + s]  # (N, 3, S, S)
     mean = torch.tensor(transform.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(transform.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)

@@ -2,10 +2,14 @@
 
 Two kinds of name:
 
-* **registered** names, each an architecture with its default weights:
+* **registered** names (:data:`ENCODERS`), each an architecture with its default weights and
+  the builder of its family (``"module:function"``, imported only when the encoder is built):
   ``clip-b16`` (open_clip ``ViT-B-16``, ``openai``), ``clip-b32`` (``ViT-B-32``, ``openai``),
-  ``clip-l14`` (``ViT-L-14``, ``openai``). ``--weights`` may still pick another tag of the same
-  model, a checkpoint file or random weights.
+  ``clip-l14`` (``ViT-L-14``, ``openai``), ``eva01-g14`` (open_clip ``EVA01-g-14``,
+  ``laion400m_s11b_b41k``), ``vitg`` (BLIP-2's EVA ViT-g/14 through transformers,
+  ``Salesforce/blip2-opt-2.7b``), ``blip`` (BLIP's ViT-B/16 at 384 px through transformers,
+  ``Salesforce/blip-vqa-base``) and ``albef`` (see :mod:`.albef`). ``--weights`` may still
+  pick another tag or hub checkpoint of the same family, a local checkpoint or random weights.
 * **parametric** ``open_clip:MODEL`` for any open_clip model config (``open_clip.list_models()``)
   of the supported kind, e.g. ``--encoder open_clip:ViT-L-14 --weights laion2b_s32b_b82k``.
   There is no default tag: ``--weights`` is required. Its filesystem-safe name (store paths)
@@ -13,16 +17,20 @@ Two kinds of name:
   ``$VQACACHE_OPEN_CLIP_CONFIGS``.
 
 Unknown names raise :class:`UnknownName` listing the valid ones. The registry itself imports
-no deep-learning library; open_clip is imported when an encoder is built or a model checked.
+no deep-learning library; open_clip, transformers and the family modules are imported when an
+encoder is built or a model checked. Every builder takes the keyword arguments of
+:func:`~vqacache.featurize.encoders.open_clip_encoder.build_open_clip_encoder`.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vqacache.cache_spec.errors import UnknownName
 from vqacache.featurize.device import resolve_compute_dtype, resolve_device
@@ -31,16 +39,24 @@ from vqacache.featurize.encoders.base import Encoder
 OPEN_CLIP_PREFIX = "open_clip:"
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
+OPEN_CLIP_BUILDER = "vqacache.featurize.encoders.open_clip_encoder:build_open_clip_encoder"
+HF_VISION_BUILDER = "vqacache.featurize.encoders.hf_vision:build_hf_vision_encoder"
+ALBEF_BUILDER = "vqacache.featurize.encoders.albef:build_albef_encoder"
+
 
 @dataclass(frozen=True)
 class EncoderEntry:
-    """A name the registry resolves: ``name`` (filesystem-safe), the open_clip ``model`` config
-    and its ``default_tag`` (None: ``--weights`` required)."""
+    """A name the registry resolves: ``name`` (filesystem-safe), the family's ``model`` (an
+    open_clip model config, a transformers tower, ...) and its ``default_tag`` (default weights:
+    a pretrained tag or a hub name; None: ``--weights`` required), built by ``builder``
+    (``"module:function"``, imported lazily, called with :func:`get_encoder`'s keywords plus
+    ``name``, ``model_name`` and ``default_tag``)."""
 
     name: str
     model: str
     default_tag: str | None
     summary: str
+    builder: str = OPEN_CLIP_BUILDER
 
 
 REGISTERED: dict[str, EncoderEntry] = {
@@ -51,24 +67,61 @@ REGISTERED: dict[str, EncoderEntry] = {
         EncoderEntry("clip-l14", "ViT-L-14", "openai", "OpenAI CLIP ViT-L/14 (open_clip), 224 px, 16x16 patches"),
     )
 }
+"""The OpenAI CLIP ViTs (open_clip CLIP models with a built-in text tower): the first entries of
+:data:`ENCODERS`, kept under their own name."""
+
+ENCODERS: dict[str, EncoderEntry] = {
+    **REGISTERED,
+    **{
+        e.name: e
+        for e in (
+            EncoderEntry(
+                "eva01-g14", "EVA01-g-14", "laion400m_s11b_b41k",
+                "EVA-CLIP ViT-g/14 (open_clip, timm trunk), 224 px, 16x16 patches, width 1408",
+            ),
+            EncoderEntry(
+                "vitg", "blip2-vision", "Salesforce/blip2-opt-2.7b",
+                "BLIP-2's EVA ViT-g/14 (transformers), 224 px, 16x16 patches, width 1408, vision only",
+                HF_VISION_BUILDER,
+            ),
+            EncoderEntry(
+                "blip", "blip-vision", "Salesforce/blip-vqa-base",
+                "BLIP's ViT-B/16 (transformers), 384 px, 24x24 patches, width 768, vision only",
+                HF_VISION_BUILDER,
+            ),
+            EncoderEntry(
+                "albef", "albef-vqa", None,
+                "ALBEF's ViT-B/16 + BERT (see docs/encoders-albef.md)",
+                ALBEF_BUILDER,
+            ),
+        )
+    },
+}
+"""Every registered name, any family."""
 
 
 def list_encoders() -> list[str]:
     """Registered names, then the parametric form ``open_clip:MODEL``."""
-    return [*REGISTERED, f"{OPEN_CLIP_PREFIX}MODEL"]
+    return [*ENCODERS, f"{OPEN_CLIP_PREFIX}MODEL"]
 
 
 def resolve_name(name: str) -> EncoderEntry:
     """The entry for ``name``; :class:`UnknownName` (listing valid names) if there is none."""
-    if name in REGISTERED:
-        return REGISTERED[name]
+    if name in ENCODERS:
+        return ENCODERS[name]
     if name.startswith(OPEN_CLIP_PREFIX):
         return _open_clip_entry(name[len(OPEN_CLIP_PREFIX) :])
-    hint = _did_you_mean(name, list(REGISTERED))
+    hint = _did_you_mean(name, list(ENCODERS))
     raise UnknownName(
-        f"unknown encoder {name!r}{hint}; valid: {', '.join(REGISTERED)}, or {OPEN_CLIP_PREFIX}MODEL "
+        f"unknown encoder {name!r}{hint}; valid: {', '.join(ENCODERS)}, or {OPEN_CLIP_PREFIX}MODEL "
         "for an open_clip model (open_clip.list_models())"
     )
+
+
+def load_builder(entry: EncoderEntry) -> Any:
+    """The function ``entry.builder`` names (its module is imported now)."""
+    module, _, function = entry.builder.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 MODEL_CONFIGS_ENV = "VQACACHE_OPEN_CLIP_CONFIGS"
@@ -118,20 +171,19 @@ def get_encoder(
     decode_interpolation: str = "bilinear",
     compute_dtype: str = "float32",
 ) -> Encoder:
-    """Build encoder ``name`` with ``weights`` (None: its default tag; a tag, a checkpoint
-    path, or ``random[:SEED]``), ready to run on ``device`` in eval mode.
+    """Build encoder ``name`` with ``weights`` (None: its default tag; a tag or hub name, a
+    checkpoint file or folder, or ``random[:SEED]``), ready to run on ``device`` in eval mode.
 
     ``patches``/``patch_pool``: keep the patch tokens, average-pooled k x k. ``decode_*``: the
     resize the frame decoder applied before the encoder (recorded, not performed).
     ``compute_dtype``: ``float32`` (default), or ``float16``/``bfloat16`` autocast.
     ``device`` and ``compute_dtype`` may be ``auto`` (see :mod:`vqacache.featurize.device`).
     """
-    from vqacache.featurize.encoders.open_clip_encoder import build_open_clip_encoder
-
     entry = resolve_name(name)
     device = resolve_device(device)
     compute_dtype = resolve_compute_dtype(compute_dtype, device)
-    return build_open_clip_encoder(
+    build = load_builder(entry)
+    return build(
         name=entry.name,
         model_name=entry.model,
         default_tag=entry.default_tag,

@@ -174,6 +174,12 @@ def _hub_endpoint() -> str:
     return constants.ENDPOINT
 
 
+def hub_reachable() -> bool:
+    """Can the Hugging Face hub be used now? False when ``HF_HUB_OFFLINE`` is set or its host
+    cannot be reached within a few seconds (so callers fail fast instead of retrying)."""
+    return not _hub_offline() and _reachable(urlparse(_hub_endpoint()).hostname or "")
+
+
 def _hub_offline() -> bool:
     from huggingface_hub import constants
 
