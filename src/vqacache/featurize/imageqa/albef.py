@@ -1,0 +1,257 @@
+"""ALBEF as SpARC's image-QA teacher: per-frame answer probabilities ranked as ALBEF ranks them.
+
+The model is ALBEF's VQA model (:mod:`vqacache.featurize.encoders.albef_model`) loaded from
+ALBEF's VQA checkpoint through the documented key map (or ``random[:SEED]``); frames go
+through ALBEF's test transform (squash to 384 px, bicubic, CLIP mean/std); the question is
+cleaned with ALBEF's ``pre_question`` and tokenized ``[CLS] question``; answers are
+``[CLS] answer [SEP]``. Ranking is ``rank_answer`` of ALBEF's ``models/model_vqa.py``
+(:mod:`.albef_rank`): multiple choice scores every candidate in full; open-ended scores the
+top ``k`` of the vocabulary by first-token probability (``k_test``, 128 in ALBEF's
+``configs/VQA.yaml``) and gives the rest probability 0.
+
+A video's frames are encoded once (:meth:`AlbefTeacher.encode_images`: the ViT tokens,
+on the device) and reused for every question about it; ``images.select(idx)`` picks the
+frames of one question.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vqacache.cache_spec.errors import UsageError
+from vqacache.featurize.device import resolve_compute_dtype, resolve_device
+from vqacache.featurize.encoders.albef import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    albef_transform,
+    build_albef_model,
+    transform_spec,
+)
+from vqacache.featurize.encoders.albef_checkpoint import AlbefWeights, resolve_albef_weights
+from vqacache.featurize.encoders.albef_model import AlbefConfig, AlbefModel
+from vqacache.featurize.encoders.albef_tokenizer import (
+    QUESTION_MAX_WORDS,
+    load_bert_tokenizer,
+    pre_question,
+    tokenize,
+    tokenizer_spec,
+)
+from vqacache.featurize.encoders.precision import autocast, check_compute_dtype
+from vqacache.featurize.encoders.weights import RANDOM_INIT
+from vqacache.featurize.imageqa.albef_rank import SCORES, AnswerTokens, question_states, rank_answers
+from vqacache.featurize.imageqa.teacher import VocabScores
+
+RANKING = "albef-rank_answer-v1"
+"""Identity of :mod:`.albef_rank` (the equations): recorded in the teacher spec."""
+K_TEST = 128
+
+
+@dataclass(frozen=True)
+class AlbefImages:
+    """The ViT tokens of F frames, ``tokens`` (F, T, W) on the teacher's device."""
+
+    tokens: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def n_frames(self) -> int:
+        return len(self)
+
+    def select(self, index: Any) -> AlbefImages:
+        """The frames at ``index`` (a list/array of positions), in that order."""
+        idx = torch.as_tensor(np.asarray(index, dtype=np.int64), device=self.tokens.device)
+        return AlbefImages(self.tokens.index_select(0, idx))
+
+
+class AlbefTeacher:
+    """ALBEF's VQA model, frozen, as an :class:`~vqacache.featurize.imageqa.teacher.ImageQATeacher`.
+    Build with :func:`build_albef_teacher`."""
+
+    name = "albef"
+
+    def __init__(
+        self,
+        *,
+        model: AlbefModel,
+        model_name: str,
+        tokenizer: Any,
+        weights: AlbefWeights,
+        device: torch.device,
+        compute_dtype: str,
+        k_test: int,
+        chunk_size: int,
+        score: str,
+    ) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.cfg: AlbefConfig = model.cfg
+        self.model_name = model_name
+        self.tokenizer = tokenizer
+        self.weights = weights
+        self.transform = albef_transform(self.cfg.image_size)
+        self.device = device
+        self.compute_dtype = compute_dtype
+        self.k_test = k_test
+        self.chunk_size = chunk_size
+        self.score = score
+        self.image_batch = 8 if device.type == "cpu" else 128
+
+    def teacher_spec(self) -> dict[str, Any]:
+        """Everything that changes the probabilities (JSON values)."""
+        spec: dict[str, Any] = {
+            "teacher": self.name,
+            "architecture": f"albef:{self.model_name}",
+            "config": self.cfg.to_dict(),
+            "weights": {"source": self.weights.spec.source, "identity": self.weights.spec.identity},
+            "preprocess": transform_spec(self.transform),
+            "compute_dtype": self.compute_dtype,
+            "tokenizer": tokenizer_spec(self.tokenizer),
+            "question": {"clean": "albef-pre_question", "max_words": QUESTION_MAX_WORDS},
+            "ranking": {
+                "method": RANKING,
+                "score": self.score,
+                "k_test": self.k_test,
+                "answer_tokens": "[CLS] answer [SEP]",
+                "start_token": "[CLS]",
+            },
+        }
+        if self.weights.spec.source == "random":
+            spec["random_init"] = RANDOM_INIT
+        return spec
+
+    # -- frames and answers -----------------------------------------------------------------
+
+    def encode_images(self, frames: np.ndarray | torch.Tensor) -> AlbefImages:
+        """uint8 RGB (F, H, W, 3) -> the frames' ViT tokens (F, T, W) on the device."""
+        out = []
+        with torch.no_grad(), autocast(self.device, self.compute_dtype):
+            for start in range(0, len(frames), self.image_batch):
+                x = self.transform(frames[start : start + self.image_batch], self.device)  # (b, 3, S, S)
+                out.append(self.model.encode_image(x))  # (b, T, W)
+        if not out:
+            t = self.cfg.grid**2 + 1
+            return AlbefImages(torch.empty(0, t, self.cfg.vision_width, device=self.device))
+        return AlbefImages(torch.cat(out))
+
+    def prepare_vocab(self, vocab: list[str]) -> AnswerTokens:
+        """The answers tokenized once, ``[CLS] answer [SEP]``, on the device."""
+        if isinstance(vocab, str):
+            raise TypeError("answers must be a list of strings, not one string")
+        ids, mask = tokenize(
+            self.tokenizer, list(vocab), answer=True, max_length=self.cfg.max_position_embeddings, device=self.device
+        )
+        return AnswerTokens(ids, mask)
+
+    # -- ranking ----------------------------------------------------------------------------
+
+    def _question(self, images: AlbefImages, question: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One question over F frames -> fused states (F, Lq, D) and mask (F, Lq)."""
+        ids, mask = tokenize(
+            self.tokenizer,
+            [pre_question(question)],
+            answer=False,
+            max_length=self.cfg.max_position_embeddings,
+            device=self.device,
+        )  # (1, Lq)
+        states = question_states(self.model, images.tokens, ids, mask)  # (F, Lq, D)
+        return states, mask.expand(states.shape[0], -1)
+
+    def _rank(self, images: AlbefImages, question: str, answers: AnswerTokens, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """probs (F, k') float32 and index (F, k') int64; k' = min(k, A)."""
+        n, count = len(images), len(answers)
+        if n == 0 or count == 0:
+            k = min(k, count)
+            return np.zeros((n, k), np.float32), np.zeros((n, k), np.int64)
+        with torch.no_grad(), autocast(self.device, self.compute_dtype):
+            states, mask = self._question(images, question)
+            probs, index = rank_answers(
+                self.model,
+                states,
+                mask,
+                answers,
+                k,
+                start_id=self.tokenizer.cls_token_id,
+                chunk=self.chunk_size,
+                score=self.score,
+            )
+        return probs.float().cpu().numpy(), index.cpu().numpy().astype(np.int64)
+
+    def rank_candidates(self, images: AlbefImages, question: str, candidates: list[str]) -> np.ndarray:
+        """(F, C) float32: each frame's softmax over the C candidates (all scored in full)."""
+        answers = self.prepare_vocab(candidates)
+        probs, _ = self._rank(images, question, answers, len(answers))
+        return probs
+
+    def rank_vocab(
+        self, images: AlbefImages, question: str, vocab: AnswerTokens | list[str], k: int | None = None
+    ) -> VocabScores:
+        """Top ``k_test`` of the vocabulary per frame by first-token probability, rescored in
+        full: probs (F, k') best first, index (F, k') into the vocabulary, k' = min(k_test, V).
+        ``k``, when given, must be ``k_test`` (the k the spec records)."""
+        if k is not None and int(k) != self.k_test:
+            raise ValueError(f"k={k} but this teacher was built (and its spec written) with k_test={self.k_test}")
+        answers = vocab if isinstance(vocab, AnswerTokens) else self.prepare_vocab(list(vocab))
+        probs, index = self._rank(images, question, answers, self.k_test)
+        order = np.argsort(-probs, axis=1, kind="stable")  # best first
+        return VocabScores(
+            probs=np.take_along_axis(probs, order, axis=1).astype(np.float32),
+            index=np.take_along_axis(index, order, axis=1),
+        )
+
+
+def build_albef_teacher(
+    weights: str | None,
+    *,
+    device: str = "cpu",
+    compute_dtype: str = "float32",
+    k_test: int = K_TEST,
+    chunk_size: int | None = None,
+    score: str = "albef",
+    model_name: str | None = None,
+    config: AlbefConfig | None = None,
+    tokenizer: Any = None,
+) -> AlbefTeacher:
+    """ALBEF's VQA model with ``weights`` (ALBEF's VQA checkpoint file, or ``random[:SEED]``).
+
+    ``k_test``: answers of the vocabulary scored in full by default; ``chunk_size``: (frame,
+    answer) rows per decoder pass (default 64 on the CPU, 1024 on a GPU; results do not
+    depend on it); ``score``: ``albef`` (ALBEF's, first token counted twice) or ``loglik``;
+    ``config``: another architecture (tests); ``tokenizer``: a BERT tokenizer or directory
+    (default bert-base-uncased from the Hugging Face cache)."""
+    device = resolve_device(device)
+    compute_dtype = check_compute_dtype(resolve_compute_dtype(compute_dtype, device))
+    if score not in SCORES:
+        raise UsageError(f"ALBEF teacher score must be one of {', '.join(SCORES)}, got {score!r}")
+    if isinstance(k_test, bool) or not isinstance(k_test, int) or k_test < 1:
+        raise UsageError(f"k_test must be an integer >= 1, got {k_test!r}")
+    model_name = model_name or DEFAULT_ARCHITECTURE
+    if config is None:
+        if model_name not in ARCHITECTURES:
+            raise UsageError(f"unknown ALBEF architecture {model_name!r}; known: {', '.join(ARCHITECTURES)}")
+        config = ARCHITECTURES[model_name]
+    if not config.decoder_layers:
+        raise UsageError("the ALBEF image-QA teacher needs an architecture with the answer decoder")
+    torch_device = torch.device(device)
+    if chunk_size is None:
+        chunk_size = 64 if torch_device.type == "cpu" else 1024
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise UsageError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    resolved = resolve_albef_weights(weights)
+    tok = load_bert_tokenizer(tokenizer)
+    model = build_albef_model(config.with_(embed_dim=None), resolved, keep_projections=False)
+    return AlbefTeacher(
+        model=model.to(torch_device),
+        model_name=model_name,
+        tokenizer=tok,
+        weights=resolved,
+        device=torch_device,
+        compute_dtype=compute_dtype,
+        k_test=k_test,
+        chunk_size=chunk_size,
+        score=score,
+    )
