@@ -102,3 +102,29 @@ def _record(qid, question, candidates):
     from vqacache.featurize.datasets import QuestionRecord
 
     return QuestionRecord(qid=qid, video_id="v", question=question, candidates=candidates, answer=None, qtype=None, split="val")
+
+
+def test_the_blip_teacher_through_the_pipeline(tmp_path, demo_root, tiny_clip):
+    """The real BLIP teacher (a tiny random model saved as a checkpoint folder) in stage one:
+    its probabilities equal the teacher called directly on the frames the store's rule picks."""
+    from tiny_blip import write_tiny_blip_vqa
+
+    from vqacache.featurize.datasets import get_dataset
+    from vqacache.featurize.imageqa import get_teacher
+
+    weights = write_tiny_blip_vqa(tmp_path / "blip", image_size=64)
+    result = featurize(config(tmp_path / "cache", demo_root, tiny_clip, imageqa="blip", imageqa_weights=str(weights),
+                              imageqa_frames=3))
+    assert result.exit_code == 0 and result.imageqa_done == 4, result.imageqa_failures
+    store = open_store(result.store_path)
+    spec = store.teacher_spec()
+    assert spec.teacher == "blip" and spec.decode_short_side == 64 and spec.model  # the model's own description
+    teacher = get_teacher("blip", str(weights))
+    video = next(v for v in get_dataset("demo", demo_root).videos("val"))
+    decoded = decode_at_fps(video.path, short_side=64)
+    for qid in [q for q in store.questions("val") if store.read_question(q).video_id == video.video_id]:
+        q = store.read_question(qid)
+        idx = frame_indices(store.read_video(video.video_id).pts, 3, q.start, q.end)
+        direct = teacher.rank_candidates(teacher.encode_images(decoded.frames[idx]), q.question, list(q.candidates))
+        np.testing.assert_allclose(q.imageqa, direct, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(q.imageqa.sum(axis=1), 1.0, rtol=1e-5)

@@ -62,3 +62,26 @@ def test_a_rerun_fills_only_the_store_that_lacks_videos(tmp_path, demo_root, tin
 def test_encoder_list_errors(tmp_path, demo_root, value, message):
     with pytest.raises(UsageError, match=message):
         featurize(config(tmp_path, demo_root, value))
+
+
+def test_a_vision_only_encoder_stores_questions_without_text(tmp_path, demo_root, tiny_clip):
+    """vitg has no text tower: its bundles hold the questions only, and stage two takes the
+    text from a store that has it (--store text=...), refusing the vitg store for it."""
+    from tiny_blip import write_tiny_blip2
+
+    from vqacache.heads.data import QADataset
+
+    weights = write_tiny_blip2(tmp_path / "blip2")
+    result = featurize(config(tmp_path / "cache", demo_root, "vitg", weights=str(weights)))
+    assert result.exit_code == 0 and result.done == 4
+    vitg = open_store(result.store_path)
+    assert vitg.spec.outputs.text is None
+    q = vitg.read_question(vitg.questions("val")[0])
+    assert q.text is None and q.text_tokens is None and q.cand is None and len(q.candidates) == 5
+    clip = featurize(config(tmp_path / "cache", demo_root, tiny_clip))
+    with pytest.raises(UsageError, match="holds no text features .* --store text=PATH"):
+        QADataset(vitg.path, "val", num_frames=4)
+    ds = QADataset(vitg.path, "val", num_frames=4, roles={"text": clip.store_path})
+    sample = ds[0]
+    assert sample["cls"].shape == (4, vitg.read_video(sample["video_id"]).cls.shape[1])  # vitg frames
+    np.testing.assert_array_equal(sample["text"].numpy(), open_store(clip.store_path).read_question(sample["qid"]).text.astype(np.float32))

@@ -105,8 +105,9 @@ class QuestionFeatures:
     qtype: str | None
     start: float | None
     end: float | None
-    text: np.ndarray
-    text_tokens: np.ndarray
+    text: np.ndarray | None
+    """None when the store's encoder has no text tower (``spec.outputs.text`` is None)."""
+    text_tokens: np.ndarray | None
     cand: np.ndarray | None
     cand_tokens: list[np.ndarray] | None
     imageqa: np.ndarray | None = None
@@ -491,10 +492,11 @@ class FeatureStore:
             raise NotComplete(f"question {qid!r} is not in {self.path}") from None
         group = self.root[f"{layout.QUESTIONS}/{split_key}/{key}"]
         entry = group.attrs["entries"][row]
-        n_text = int(group["text_len"][row])
-        cand = cand_tokens = None
+        cand = cand_tokens = text = text_tokens = None
         n_cand = len(entry["candidates"])
-        if n_cand:
+        if "text_len" in group:  # absent for vision-only encoders (spec.outputs.text is None)
+            text, text_tokens = group["text"][row], group["text_tokens"][row, : int(group["text_len"][row])]
+        if n_cand and "cand" in group:
             cand = group["cand"][row, :n_cand]
             lengths = group["cand_len"][row, :n_cand]
             block = group["cand_tokens"][row, :n_cand]
@@ -509,8 +511,8 @@ class FeatureStore:
             qtype=entry.get("qtype"),
             start=entry.get("start"),
             end=entry.get("end"),
-            text=group["text"][row],
-            text_tokens=group["text_tokens"][row, :n_text],
+            text=text,
+            text_tokens=text_tokens,
             cand=cand,
             cand_tokens=cand_tokens,
             **_imageqa_of(group, row, n_cand),

@@ -70,6 +70,11 @@ def run(
     imageqa_k: Annotated[
         int, typer.Option(min=1, help="Open-ended: vocabulary answers scored in full per frame (ALBEF's k_test).")
     ] = 128,
+    imageqa_tokenizer: Annotated[
+        str | None,
+        typer.Option(help="The teacher's tokenizer (folder or vocab.txt); default: beside its weights or in the "
+                     "Hugging Face cache (bert-base-uncased for both BLIP and ALBEF)."),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read the annotations only: print questions, videos and videos missing on disk per split, then exit.")
     ] = False,
@@ -101,6 +106,7 @@ def run(
         imageqa_weights=imageqa_weights,
         imageqa_frames=imageqa_frames,
         imageqa_k=imageqa_k,
+        imageqa_tokenizer=imageqa_tokenizer,
         retry_failed=retry_failed,
         workers=workers,
         scheduler=scheduler,

@@ -115,6 +115,7 @@ class FeaturizeConfig:
     imageqa_weights: str | None = None
     imageqa_frames: int = DEFAULT_FRAMES
     imageqa_k: int = DEFAULT_K
+    imageqa_tokenizer: str | None = None
 
 
 @dataclass
@@ -391,13 +392,14 @@ def _write_text(store: FeatureStore, dataset: VideoQADataset, split: str, args: 
 def _imageqa(store: FeatureStore, dataset: VideoQADataset, splits: tuple[str, ...], config: FeaturizeConfig,
              runner, reporter: Reporter, run_id: str, result: FeaturizeResult) -> None:  # noqa: ANN001
     """Add the teacher's per-frame answer probabilities to every question bundle lacking them."""
-    args = TeacherArgs(config.imageqa, config.imageqa_weights, config.device, config.compute_dtype,
-                       config.imageqa_frames, config.imageqa_k)
     open_ended = any(not q.candidates for split in splits for q in dataset.questions(split))
     vocab = tuple(answer_vocab_of(dataset)) if open_ended else None
     if open_ended and not vocab:
         raise UsageError(f"dataset {dataset.name} has open-ended questions but no answer vocabulary "
                          "(it is built from the train split: is its annotation file there?)")
+    k = min(config.imageqa_k, len(vocab)) if vocab else config.imageqa_k  # k_test <= the vocabulary
+    args = TeacherArgs(config.imageqa, config.imageqa_weights, config.device, config.compute_dtype,
+                       config.imageqa_frames, k, config.imageqa_tokenizer)
     fps = str(store.spec.sampling.fps)
     spec = TeacherSpec.from_json(runner.setup(prepare_teacher, args, fps, config.decode_processes,
                                               config.decode_timeout_s, vocab))

@@ -14,7 +14,8 @@ from vqacache.featurize.encoders import Encoder
 
 
 def write_question_bundles(store: FeatureStore, encoder: Encoder, split: str, questions: list[QuestionRecord]) -> int:
-    """Encode and store the text features of every question, one bundle per (split, video).
+    """Encode and store the text features of every question, one bundle per (split, video)
+    (only the questions themselves for an encoder without a text tower).
 
     Texts repeat a lot (candidates such as "yes", "two", "red"), so each group of videos
     encodes its distinct strings once.
@@ -23,12 +24,16 @@ def write_question_bundles(store: FeatureStore, encoder: Encoder, split: str, qu
     for q in questions:
         by_video[q.video_id].append(q)
     todo = [v for v in sorted(by_video) if not store.has_question_bundle(split, v)]
+    has_text = getattr(encoder, "has_text", True)
     for start in range(0, len(todo), TEXT_GROUP_VIDEOS):
         group = todo[start : start + TEXT_GROUP_VIDEOS]
-        texts = TextFeatures(encoder, [t for v in group for q in by_video[v] for t in (q.question, *q.candidates)])
+        texts = (TextFeatures(encoder, [t for v in group for q in by_video[v] for t in (q.question, *q.candidates)])
+                 if has_text else None)
         for video_id in group:
             records = by_video[video_id]
-            store.write_questions(split, video_id, [_entry(q) for q in records], texts.bundle(records))
+            # a vision-only encoder (vitg, blip): the bundle holds the questions, no text arrays
+            arrays = texts.bundle(records) if texts is not None else {}
+            store.write_questions(split, video_id, [_entry(q) for q in records], arrays)
     return len(questions)
 
 

@@ -116,6 +116,7 @@ class StoreSet:
         self.overridden = tuple(sorted(overrides))
         self.check_dataset(dataset)
         self._check_sampling()
+        self._check_text()
         if expect:
             self.check_expected(expect, expect_what, expect_paths)
 
@@ -131,6 +132,15 @@ class StoreSet:
                     f"the {role} store {self.paths[role]} holds dataset {store.dataset!r}, the primary store "
                     f"{self.primary_path} {self.dataset!r}; a run combines stores of one dataset"
                 )
+
+    def _check_text(self) -> None:
+        """The text role needs a store whose encoder has a text tower (vitg and blip have none)."""
+        store = self._stores["text"]
+        if store.spec.outputs.text is None:
+            raise UsageError(
+                f"store {store.path} ({store.spec.encoder}) holds no text features (a vision-only encoder); "
+                "take the text from a store that has them: --store text=PATH (e.g. a clip-b16 store)"
+            )
 
     def _check_sampling(self) -> None:
         ref = self._stores["cls"].spec.sampling

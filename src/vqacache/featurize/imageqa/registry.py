@@ -7,6 +7,7 @@ import importlib
 from typing import Any
 
 from vqacache.cache_spec.errors import UnknownName
+from vqacache.featurize.device import resolve_compute_dtype, resolve_device
 from vqacache.featurize.imageqa.teacher import ImageQATeacher
 
 TEACHERS: dict[str, str] = {
@@ -23,9 +24,12 @@ def list_teachers() -> list[str]:
 def get_teacher(name: str, weights: str | None = None, *, device: str = "cpu", compute_dtype: str = "float32",
                 **options: Any) -> ImageQATeacher:
     """Build teacher ``name`` with ``weights`` (None: its default checkpoint; a hub name, a
-    local file or directory, or ``random[:SEED]``), on ``device``."""
+    local file or directory, or ``random[:SEED]``), on ``device`` (``auto`` allowed, as for
+    encoders), with the builder's ``options`` (``tokenizer``, ``k_test``, ...)."""
     if name not in TEACHERS:
         raise UnknownName(f"unknown image-QA teacher {name!r}; available: {', '.join(list_teachers())}")
+    device = resolve_device(device)
+    compute_dtype = resolve_compute_dtype(compute_dtype, device)
     module, _, function = TEACHERS[name].partition(":")
     build = getattr(importlib.import_module(module), function)
     return build(weights, device=device, compute_dtype=compute_dtype, **options)

@@ -42,6 +42,9 @@ class TeacherArgs:
     compute_dtype: str = "auto"
     frames: int = DEFAULT_FRAMES
     k: int = DEFAULT_K
+    """Open-ended: answers rescored in full per frame (the teacher's ``k_test``)."""
+    tokenizer: str | None = None
+    """A tokenizer directory or vocab file (default: the one beside the weights / in the HF cache)."""
 
 
 @dataclass(frozen=True)
@@ -81,15 +84,17 @@ _VOCABS: dict[tuple[TeacherArgs, str], Any] = {}
 def cached_teacher(args: TeacherArgs) -> ImageQATeacher:
     """The teacher for ``args``, built once per process."""
     if args not in _TEACHERS:
-        _TEACHERS[args] = get_teacher(args.name, args.weights, device=args.device, compute_dtype=args.compute_dtype)
+        options = {"k_test": args.k} | ({"tokenizer": args.tokenizer} if args.tokenizer else {})
+        _TEACHERS[args] = get_teacher(args.name, args.weights, device=args.device, compute_dtype=args.compute_dtype,
+                                      **options)
     return _TEACHERS[args]
 
 
 def teacher_decode(teacher: ImageQATeacher, fps: str, processes: int, timeout_s: float) -> DecodeArgs:
     """How videos are decoded again for the teacher: the stored frames' fps grid, the short
     side at the teacher's input size (``image_size``, 384 if it has none)."""
-    return DecodeArgs(fps=fps, short_side=int(getattr(teacher, "image_size", 384)), processes=processes,
-                      timeout_s=timeout_s)
+    size = getattr(teacher, "image_size", None) or getattr(getattr(teacher, "transform", None), "size", 384)
+    return DecodeArgs(fps=fps, short_side=int(size), processes=processes, timeout_s=timeout_s)
 
 
 def prepare_teacher(args: TeacherArgs, fps: str, processes: int, timeout_s: float,
@@ -106,7 +111,7 @@ def prepare_teacher(args: TeacherArgs, fps: str, processes: int, timeout_s: floa
         decode_short_side=decode.short_side,
         vocab_size=len(vocab) if vocab else None,
         vocab_sha256=vocab_sha256(list(vocab)) if vocab else None,
-        k=min(args.k, len(vocab)) if vocab else None,
+        k=args.k if vocab else None,
     )
     pool.wait_ready()
     return spec.to_json()
