@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from vqacache.cache_spec.errors import UsageError
-from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, PreprocessSpec, SamplingSpec
+from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, SamplingSpec
 from vqacache.featurize.encoders.albef_checkpoint import (
     AlbefWeights,
     checkpoint_layout,
@@ -111,17 +111,7 @@ class AlbefEncoder:
         self.decode_interpolation = decode_interpolation
         self.compute_dtype = compute_dtype
         check_patch_pool(self.patch_pool, (self.cfg.grid, self.cfg.grid), name)
-        self.preprocess_spec = PreprocessSpec(
-            decode_short_side=decode_short_side,
-            decode_interpolation=decode_interpolation,
-            resize_short_side=transform.size,  # both sides: extra["resize"] = "squash"
-            interpolation=transform.interpolation,
-            crop="none",
-            crop_size=transform.size,
-            mean=transform.mean,
-            std=transform.std,
-            antialias=True,
-        )
+        self.preprocess_spec = transform.spec(decode_short_side, decode_interpolation)  # a bad decode size fails here
 
     # -- description ------------------------------------------------------------------------
 

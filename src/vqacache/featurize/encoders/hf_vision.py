@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from vqacache.cache_spec.errors import UsageError
-from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, PreprocessSpec, SamplingSpec
+from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, SamplingSpec
 from vqacache.featurize.encoders.hf_weights import (
     HfWeights,
     load_into,
@@ -120,17 +120,7 @@ class HfVisionEncoder:
         size, patch = _side(model.config.image_size), _side(model.config.patch_size)
         self.grid: tuple[int, int] = (size // patch, size // patch)  # (gh, gw)
         check_patch_pool(self.patch_pool, self.grid, name)
-        self.preprocess_spec = PreprocessSpec(
-            decode_short_side=decode_short_side,
-            decode_interpolation=decode_interpolation,
-            resize_short_side=transform.size,  # both sides: extra["resize"] = "squash"
-            interpolation=transform.interpolation,
-            crop="none",
-            crop_size=transform.size,
-            mean=transform.mean,
-            std=transform.std,
-            antialias=True,
-        )
+        self.preprocess_spec = transform.spec(decode_short_side, decode_interpolation)  # a bad decode size fails here
 
     # -- description ------------------------------------------------------------------------
 

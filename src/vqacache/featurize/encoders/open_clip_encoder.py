@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from vqacache.cache_spec.errors import UsageError
-from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, PreprocessSpec, SamplingSpec
+from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, SamplingSpec
 from vqacache.featurize.encoders.patch_grid import check_patch_pool, pool_patches
 from vqacache.featurize.encoders.preprocess import PREPROCESS_IMPL, ImageTransform
 from vqacache.featurize.encoders.transfer import to_host
@@ -86,17 +86,7 @@ class OpenClipEncoder:
         self.text_tower = text_tower(model)
         self.grid: tuple[int, int] = vision_grid(model.visual)  # (gh, gw) patch grid
         check_patch_pool(self.patch_pool, self.grid, model_name)
-        self.preprocess_spec = PreprocessSpec(  # built now: a bad decode size fails at construction
-            decode_short_side=decode_short_side,
-            decode_interpolation=decode_interpolation,
-            resize_short_side=transform.size,
-            interpolation=transform.interpolation,
-            crop="center",
-            crop_size=transform.size,
-            mean=transform.mean,
-            std=transform.std,
-            antialias=True,
-        )
+        self.preprocess_spec = transform.spec(decode_short_side, decode_interpolation)  # a bad decode size fails here
 
     # -- description ------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vqacache.cache_spec.spec import PreprocessSpec
 from vqacache.featurize.encoders.transfer import to_device
 
 PREPROCESS_IMPL = "vqacache-tensor-v1"
@@ -64,6 +65,21 @@ class ImageTransform:
     def __call__(self, frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """uint8 RGB frames (N, H, W, 3) -> normalised float32 (N, 3, size, size) on ``device``."""
         return preprocess_frames(frames, self, device)
+
+    def spec(self, decode_short_side: int | None, decode_interpolation: str) -> PreprocessSpec:
+        """This transform (after the decoder's resize) as the spec records it; "squash" is
+        ``crop="none"`` with both sides resized (encoders add ``extra["resize"] = "squash"``)."""
+        return PreprocessSpec(
+            decode_short_side=decode_short_side,
+            decode_interpolation=decode_interpolation,
+            resize_short_side=self.size,
+            interpolation=self.interpolation,
+            crop="center" if self.resize == "shortest" else "none",
+            crop_size=self.size,
+            mean=self.mean,
+            std=self.std,
+            antialias=True,
+        )
 
 
 def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
