@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vqacache.cli.featurize import app as featurize_app
+from vqacache.cache_spec import UsageError
 from vqacache.featurize.datasets import list_datasets
 
 runner = CliRunner()
@@ -149,3 +150,28 @@ def test_dataset_help_lists_the_registry() -> None:
     assert "--dry-run" in text
     for name in list_datasets():
         assert name in text
+
+
+def test_dataset_options_reach_the_adapter(tmp_path: Path) -> None:
+    lines = [{"qid": f"q{i}", "video": f"v{i}", "question": "?"} for i in range(3)]
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    elsewhere = tmp_path / "clips"
+    elsewhere.mkdir()
+    (elsewhere / "v1.mp4").write_bytes(b"x")
+    args = ["--dataset", "jsonl", "--data-root", str(tmp_path), "--dry-run"]
+    assert _rows(runner.invoke(featurize_app, args).output) == {"val": (3, 3, 3)}
+    moved = runner.invoke(featurize_app, [*args, "--dataset-option", f"video_root={elsewhere}"])
+    assert moved.exit_code == 0 and _rows(moved.output) == {"val": (3, 3, 2)}, moved.output
+    bad = runner.invoke(featurize_app, [*args, "--dataset-option", "colour=red"])
+    assert bad.exit_code == 2 and "unknown option(s) colour; accepted:" in bad.output
+
+
+def test_dataset_options_are_converted_to_what_the_adapter_declares() -> None:
+    from vqacache.featurize.datasets import parse_dataset_options
+
+    got = parse_dataset_options("msrvtt_qa", ["video-root=~/v", "vocab_size=1000", "color_qtype=yes"])
+    assert got == {"video_root": Path("~/v").expanduser(), "vocab_size": 1000, "color_qtype": True}
+    with pytest.raises(UsageError, match="vocab_size takes an integer, got 'many'"):
+        parse_dataset_options("msrvtt_qa", ["vocab_size=many"])
+    with pytest.raises(UsageError, match="takes KEY=VALUE"):
+        parse_dataset_options("msrvtt_qa", ["vocab_size"])

@@ -7,12 +7,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from vqacache.featurize.datasets import dry_run_report, get_dataset
+from vqacache.featurize.datasets import dry_run_report, get_dataset, parse_dataset_options
 
 
-def print_dry_run(dataset: str, data_root: Path | None, splits: tuple[str, ...] = ()) -> None:
+def print_dry_run(dataset: str, data_root: Path | None, splits: tuple[str, ...] = (),
+                  options: tuple[str, ...] = ()) -> None:
     """Read ``dataset``'s annotations only and print questions / videos / missing per split."""
-    ds = get_dataset(dataset, data_root)
+    ds = get_dataset(dataset, data_root, **parse_dataset_options(dataset, options))
     rows = dry_run_report(ds, splits)
     table = Table(title=f"{ds.name}: {ds.data_root} (annotations only)")
     table.add_column("split")

@@ -33,6 +33,11 @@ def run(
     data_root: Annotated[
         Path | None, typer.Option(help="Where the dataset's annotations and videos are (demo: generated there).")
     ] = None,
+    dataset_option: Annotated[
+        list[str] | None,
+        typer.Option(help="An option of the dataset adapter as KEY=VALUE, e.g. video_root=/data/videos or "
+                     "task=count (repeatable; docs/datasets.md lists each adapter's)."),
+    ] = None,
     split: Annotated[list[str] | None, typer.Option(help="Split(s) to featurize; repeat for several. Default: all.")] = None,
     patches: Annotated[bool, typer.Option(help="Also store patch tokens (T, P, D).")] = True,
     patch_pool: Annotated[int, typer.Option(min=1, help="Average-pool the patch grid by this factor.")] = 1,
@@ -80,7 +85,7 @@ def run(
     ] = False,
 ) -> None:
     if dry_run:
-        print_dry_run(dataset, data_root, tuple(split or ()))
+        print_dry_run(dataset, data_root, tuple(split or ()), tuple(dataset_option or ()))
         return
     missing = [flag for flag, value in (("--encoder", encoder), ("--cache-root", cache_root)) if value is None]
     if missing:
@@ -92,6 +97,7 @@ def run(
         encoder=encoder,
         cache_root=cache_root,
         data_root=data_root,
+        dataset_options=tuple(dataset_option or ()),
         weights=weights,
         splits=tuple(split or ()),
         patches=patches,

@@ -44,6 +44,7 @@ from vqacache.featurize.datasets import (
     answer_vocab_of,
     check_videos,
     get_dataset,
+    parse_dataset_options,
 )
 from vqacache.featurize.decode import DEFAULT_FPS
 from vqacache.featurize.device import check_device_options
@@ -85,6 +86,8 @@ class FeaturizeConfig:
     """An encoder name, or several as ``a,b,c``: each video is decoded once and fed to all."""
     cache_root: Path
     data_root: Path | None = None
+    dataset_options: tuple[str, ...] = ()
+    """``KEY=VALUE`` options of the dataset adapter (e.g. ``video_root=/data/videos``, ``task=count``)."""
     weights: str | None = None
     splits: tuple[str, ...] = ()
     """Splits to featurize; empty = every split the dataset has on disk."""
@@ -194,7 +197,7 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
     """Featurize ``config.dataset`` with ``config.encoder`` into the cache. See module doc."""
     reporter = reporter or SilentReporter()
     t_start = time.perf_counter()
-    dataset = get_dataset(config.dataset, config.data_root)
+    dataset = get_dataset(config.dataset, config.data_root, **parse_dataset_options(config.dataset, config.dataset_options))
     splits = config.splits or dataset.splits()
     for split in splits:
         check_videos(dataset, split)

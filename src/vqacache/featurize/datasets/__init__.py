@@ -14,7 +14,7 @@ from vqacache.featurize.datasets.records import (
     VideoRecord,
     answer_vocab_of,
 )
-from vqacache.featurize.datasets.registry import get_dataset, list_datasets, register_dataset
+from vqacache.featurize.datasets.registry import get_dataset, list_datasets, parse_dataset_options, register_dataset
 from vqacache.featurize.datasets.summary import SplitSummary, dry_run_report
 
 # Adapters register themselves on import.
@@ -45,6 +45,7 @@ __all__ = [
     "check_videos",
     "dry_run_report",
     "get_dataset",
+    "parse_dataset_options",
     "list_datasets",
     "register_dataset",
 ]

@@ -74,3 +74,37 @@ def get_dataset(name: str, data_root: Path | str | None, **options: Any) -> Vide
             )
     root = Path(data_root) if data_root is not None else None
     return factory(root, **options)
+
+
+def parse_dataset_options(name: str, pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["video_root=/data/v", "vocab_size=1000"]`` -> keyword options for adapter ``name``
+    (``--dataset-option``), each converted to what the adapter declares: a path, an integer,
+    a boolean (true/false/1/0/yes/no) or a string. Unknown names are left for
+    :func:`get_dataset` to report with the accepted ones."""
+    if name not in _REGISTRY:
+        raise UnknownName(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
+    params = inspect.signature(_REGISTRY[name]).parameters
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UsageError(f"--dataset-option takes KEY=VALUE, got {pair!r}")
+        annotation = str(params[key].annotation) if key in params else ""
+        options[key] = _convert(key, value, annotation)
+    return options
+
+
+def _convert(key: str, value: str, annotation: str) -> Any:
+    if "Path" in annotation:
+        return Path(value).expanduser()
+    if "bool" in annotation:
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise UsageError(f"--dataset-option {key} takes true or false, got {value!r}")
+        return value.lower() in ("true", "1", "yes")
+    if "int" in annotation:
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f"--dataset-option {key} takes an integer, got {value!r}") from None
+    return value
