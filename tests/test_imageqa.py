@@ -68,6 +68,10 @@ def test_teacher_probabilities_per_question_and_frame(tmp_path, demo_root, tiny_
                                    "--imageqa-frames", "3"])
     assert cli.exit_code == 2 and "another teacher spec (frames: 5 -> 3)" in cli.output, cli.output
     assert "Traceback" not in cli.output
+    from vqacache.cli.cache import app as cache_app
+
+    info = CliRunner().invoke(cache_app, ["info", str(result.store_path)])
+    assert info.exit_code == 0 and f"image-QA teacher fake, fingerprint {spec.fingerprint()[:12]}" in info.output
     with pytest.raises(SpecMismatch, match="another teacher spec"):
         featurize(config(tmp_path, demo_root, tiny_clip, imageqa=fake_teacher, imageqa_frames=3))
 

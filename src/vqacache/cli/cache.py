@@ -60,6 +60,10 @@ def info(store: Annotated[Path, typer.Argument(help="Path of a .zarr store.")]) 
     console.print("spec:")
     console.print_json(json.dumps(st.spec.to_dict()))
     console.print("environment: " + ", ".join(f"{k} {v}" for k, v in st.meta.get("environment", {}).items()))
+    teacher = st.teacher_spec()
+    if teacher is not None:
+        console.print(f"image-QA teacher {teacher.teacher}, fingerprint {teacher.fingerprint()[:12]}:")
+        console.print_json(teacher.to_json())
     failures = st.failures()
     if failures:
         console.print(f"failures ({len(failures)}):")
