@@ -34,6 +34,7 @@ from vqacache.cache_spec.frame_selection import frame_indices
 from vqacache.featurize.datasets import get_dataset
 from vqacache.featurize.decode import decode_at_fps
 from vqacache.featurize.imageqa import get_teacher
+from vqacache.featurize.imageqa.teacher import input_size
 
 ROOT = Path(__file__).resolve().parents[1]
 NEXTQA_VAL = ROOT.parent / "shared" / "data" / "annotations" / "nextqa" / "val.csv"
@@ -89,7 +90,7 @@ def main() -> None:
             tokenizer = str(synthetic_vocab(Path(tmp), questions))
             print("note: synthetic bert-base-sized vocabulary (timing only: the words it holds do not matter)")
         teacher = get_teacher(args.teacher, args.weights, device=args.device, compute_dtype="auto", tokenizer=tokenizer)
-        size = int(getattr(teacher, "image_size", None) or getattr(getattr(teacher, "transform", None), "size", 384))
+        size = input_size(teacher)
         videos = [decode_at_fps(v.path, short_side=size) for v in demo.videos("val")]
     work = []  # (frames (F, H, W, 3), [(question, options), ...]) per video
     for i, video in enumerate(videos):

@@ -154,7 +154,7 @@ def _close_pools() -> None:
 # -- the shard ---------------------------------------------------------------------------------
 
 
-def _open_task_store(path: str, fingerprint: str) -> FeatureStore:
+def open_task_store(path: str, fingerprint: str) -> FeatureStore:
     """The task's store, for writing; refuses a store that is not the one the run created."""
     store = open_store(path, "a")
     if store.fingerprint != fingerprint:
@@ -176,7 +176,7 @@ def run_shard(task: ShardTask, on_video: VideoCallback | None = None) -> ShardRe
     Dask worker, to that topic as a ``{"video", "frames", "failure"}`` event (the client
     subscribes to it), so a progress bar moves per video, not per shard.
     """
-    on_video = on_video or _event_callback(task.progress_topic)
+    on_video = on_video or event_callback(task.progress_topic)
     result = ShardResult()
     pending: dict[str, set[int]] = {}  # video -> targets still writing it
     frames_of: dict[str, int] = {}
@@ -247,7 +247,7 @@ class _Sink:
     def __init__(self, index: int, target: Target, task: ShardTask, result: ShardResult,
                  done: Callable[[str, int, int | None], None]) -> None:
         self.index, self.task, self.result, self.done = index, task, result, done
-        self.store = _open_task_store(target.store_path, target.fingerprint)
+        self.store = open_task_store(target.store_path, target.fingerprint)
         self.encoder = cached_encoder(target.encoder)
         mine = self.encoder.feature_spec(self.store.spec.sampling, dtype=self.store.spec.dtype)
         if mine.fingerprint() != self.store.fingerprint:
@@ -333,7 +333,7 @@ class _Sink:
         self.leases.clear()
 
 
-def _event_callback(topic: str | None) -> VideoCallback | None:
+def event_callback(topic: str | None) -> VideoCallback | None:
     """Per-video events to ``topic`` through the Dask worker running this task, if any."""
     if topic is None:
         return None
@@ -361,5 +361,5 @@ class TextTask:
 
 def run_text(task: TextTask) -> int:
     """Write the question bundles of ``task.questions`` (one split); returns questions written."""
-    store = _open_task_store(task.store_path, task.fingerprint)
+    store = open_task_store(task.store_path, task.fingerprint)
     return write_question_bundles(store, cached_encoder(task.encoder), task.split, list(task.questions))

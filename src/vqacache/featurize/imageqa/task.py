@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +24,8 @@ from vqacache.cache_spec.frame_selection import frame_indices
 from vqacache.featurize.datasets import QuestionRecord
 from vqacache.featurize.decode import DecodeError
 from vqacache.featurize.imageqa.registry import get_teacher
-from vqacache.featurize.imageqa.teacher import ImageQATeacher
-from vqacache.featurize.shard import DecodeArgs, _event_callback, _open_task_store, cached_pool
+from vqacache.featurize.imageqa.teacher import ImageQATeacher, input_size
+from vqacache.featurize.shard import DecodeArgs, VideoCallback, cached_pool, event_callback, open_task_store
 
 DEFAULT_FRAMES = 16
 DEFAULT_K = 128
@@ -92,9 +91,8 @@ def cached_teacher(args: TeacherArgs) -> ImageQATeacher:
 
 def teacher_decode(teacher: ImageQATeacher, fps: str, processes: int, timeout_s: float) -> DecodeArgs:
     """How videos are decoded again for the teacher: the stored frames' fps grid, the short
-    side at the teacher's input size (``image_size``, 384 if it has none)."""
-    size = getattr(teacher, "image_size", None) or getattr(getattr(teacher, "transform", None), "size", 384)
-    return DecodeArgs(fps=fps, short_side=int(size), processes=processes, timeout_s=timeout_s)
+    side at the teacher's input size."""
+    return DecodeArgs(fps=fps, short_side=input_size(teacher), processes=processes, timeout_s=timeout_s)
 
 
 def prepare_teacher(args: TeacherArgs, fps: str, processes: int, timeout_s: float,
@@ -117,14 +115,11 @@ def prepare_teacher(args: TeacherArgs, fps: str, processes: int, timeout_s: floa
     return spec.to_json()
 
 
-VideoCallback = Callable[[str, int, "str | None"], None]
-
-
 def run_imageqa(task: ImageQATask, on_video: VideoCallback | None = None) -> ImageQAResult:
     """Score the task's videos' questions with the teacher and store them; small metadata back."""
-    on_video = on_video or _event_callback(task.progress_topic)
+    on_video = on_video or event_callback(task.progress_topic)
     result = ImageQAResult()
-    store = _open_task_store(task.store_path, task.fingerprint)
+    store = open_task_store(task.store_path, task.fingerprint)
     spec = store.teacher_spec()
     if spec is None or spec.fingerprint() != task.teacher_fingerprint:
         raise ValueError(f"{task.store_path} does not hold the teacher spec {task.teacher_fingerprint[:12]}")

@@ -62,3 +62,10 @@ class ImageQATeacher(Protocol):
     def rank_vocab(self, images: Any, question: str, vocab: Any, k: int) -> VocabScores:
         """Top-k of the vocabulary by first-token probability, rescored in full (see module)."""
         ...
+
+
+def input_size(teacher: ImageQATeacher) -> int:
+    """The side of the teacher's input images: its ``image_size``, else its transform's
+    ``size``, else 384 (BLIP's and ALBEF's VQA resolution)."""
+    size = getattr(teacher, "image_size", None) or getattr(getattr(teacher, "transform", None), "size", None)
+    return int(size or 384)
