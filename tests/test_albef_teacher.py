@@ -244,3 +244,34 @@ def test_spec_registry_and_errors(teacher: AlbefTeacher, tok, tmp_path: Path) ->
     with_proj = tmp_path / "vqa_with_proj.pth"  # projections are not the teacher's: dropped
     torch.save({"model": albef_state(embed_dim=8)}, with_proj)
     assert build_albef_teacher(str(with_proj), config=TINY, tokenizer=tok).model.vision_proj is None
+
+
+@pytest.mark.parametrize("score", ["albef", "loglik"])
+def test_rank_many_equals_one_call_per_question(tok, ckpt: Path, frames: np.ndarray, score: str) -> None:
+    """Batched ranking of one video's questions (multiple choice with different candidate counts,
+    open-ended, questions of different token lengths) = one call per question."""
+    from vqacache.featurize.imageqa.teacher import TeacherQuestion, rank_questions
+
+    t = build_albef_teacher(str(ckpt), config=TINY, tokenizer=tok, chunk_size=7, score=score, k_test=6)
+    images = t.encode_images(frames)
+    vocab = t.prepare_vocab(VOCAB)
+    questions = [
+        TeacherQuestion(QUESTION, tuple(CANDIDATES)),
+        TeacherQuestion("why did the boy fell down in the room with the red car?"),
+        TeacherQuestion("what color", ("red car", "blue ball")),
+        TeacherQuestion("where is the dog?"),
+        TeacherQuestion("why did the man wave at the two boys in the desert?", tuple(CANDIDATES[:3])),
+    ]
+    batched = t.rank_many(images, questions, vocab, 6)
+    assert len(batched) == len(questions)
+    for q, got in zip(questions, batched):
+        if q.candidates:
+            np.testing.assert_allclose(got, t.rank_candidates(images, q.question, list(q.candidates)), atol=2e-6)
+            assert got.shape == (len(frames), len(q.candidates))
+        else:
+            alone = t.rank_vocab(images, q.question, vocab, 6)
+            np.testing.assert_array_equal(got.index, alone.index)
+            np.testing.assert_allclose(got.probs, alone.probs, atol=2e-6)
+    assert [r.shape for r in rank_questions(t, images.select([]), questions[:1], vocab, 6)] == [(0, 5)]
+    with pytest.raises(ValueError, match="vocabulary"):
+        t.rank_many(images, questions[1:2], None, 6)

@@ -172,6 +172,78 @@ def test_chunking_does_not_change_the_numbers(vqa_dir: Path, teacher, images) ->
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-6)
 
 
+def test_score_blip_is_blips_label_smoothed_ranking_loss(vqa_dir: Path, tmp_path: Path) -> None:
+    """score="blip": each candidate's score = -(mean token loss x tokens) from
+    BlipForQuestionAnswering.forward with the text config's label_smoothing = 0.1, the loss BLIP's
+    rank_answer ranks with; the spec says which score it is."""
+    from transformers import BlipForQuestionAnswering
+
+    smoothed = get_teacher("blip", str(vqa_dir), k_test=8, score="blip")
+    assert smoothed.teacher_spec()["ranking"]["method"] != blip_mod.RANKING
+    assert "label-smoothed (0.1)" in smoothed.teacher_spec()["ranking"]["score"]
+    model = BlipForQuestionAnswering.from_pretrained(vqa_dir).eval()
+    model.text_decoder.label_smoothing = 0.1
+    frames = _frames(2, seed=4)
+    scores = smoothed.answer_log_likelihoods(smoothed.encode_images(frames), QUESTION, CANDIDATES)
+    plain = get_teacher("blip", str(vqa_dir), k_test=8).answer_log_likelihoods(
+        smoothed.encode_images(frames), QUESTION, CANDIDATES)
+    assert np.abs(scores - plain).max() > 1e-2  # the smoothing matters
+    pixels = smoothed.transform(frames)
+    question = smoothed.tokenizer([QUESTION], return_tensors="pt")["input_ids"]
+    for f in range(2):
+        for c, answer in enumerate(CANDIDATES):
+            pieces = smoothed.tokenizer([answer], add_special_tokens=False)["input_ids"][0]
+            ids = torch.tensor([[model.decoder_start_token_id, *pieces, model.config.text_config.sep_token_id]])
+            with torch.no_grad():
+                loss = model(input_ids=question, pixel_values=pixels[f : f + 1], decoder_input_ids=ids, labels=ids).loss
+            assert scores[f, c] == pytest.approx(-float(loss) * (ids.shape[1] - 1), abs=1e-4, rel=1e-5), (f, answer)
+    with pytest.raises(UsageError, match="loglik"):
+        get_teacher("blip", str(vqa_dir), score="albef")
+    from vqacache.featurize.imageqa.task import TeacherArgs, cached_teacher  # --imageqa-score reaches the teacher
+
+    built = cached_teacher(TeacherArgs("blip", str(vqa_dir), "cpu", "float32", k=8, score="blip"))
+    assert built.teacher_spec() == smoothed.teacher_spec()
+
+
+def test_rank_many_equals_one_call_per_question(teacher, vqa_dir: Path) -> None:
+    """Batched ranking of a video's questions (multiple choice with different candidate counts
+    and question lengths, and open-ended) = ranking each question alone; rank_questions takes
+    the batched path when the teacher has one, the per-question path otherwise."""
+    from vqacache.featurize.imageqa.teacher import TeacherQuestion, rank_questions
+
+    images = teacher.encode_images(_frames(3, seed=5))
+    vocab = teacher.prepare_vocab(ANSWERS)
+    questions = [
+        TeacherQuestion(QUESTION, tuple(CANDIDATES)),
+        TeacherQuestion("how many people are playing with the red ball with the dog?"),
+        TeacherQuestion("what color", ("red", "blue")),
+        TeacherQuestion("is the dog sitting?"),
+        TeacherQuestion("what is the woman doing with the cat and the two dogs?", tuple(CANDIDATES[:3])),
+    ]
+
+    class OneByOne:  # the teacher's per-question methods only
+        def rank_candidates(self, *a):  # noqa: ANN002, ANN202
+            return teacher.rank_candidates(*a)
+
+        def rank_vocab(self, *a):  # noqa: ANN002, ANN202
+            return teacher.rank_vocab(*a)
+
+    batched = rank_questions(teacher, images, questions, vocab, 8)
+    single = rank_questions(OneByOne(), images, questions, vocab, 8)
+    assert len(batched) == len(single) == len(questions)
+    for q, a, b in zip(questions, batched, single):
+        if q.candidates:
+            assert a.shape == (3, len(q.candidates))
+            np.testing.assert_allclose(a, b, atol=2e-6)
+        else:
+            assert isinstance(a, VocabScores) and a.probs.shape == (3, 8)
+            np.testing.assert_array_equal(a.index, b.index)
+            np.testing.assert_allclose(a.probs, b.probs, atol=2e-6)
+    assert rank_questions(teacher, images, [], vocab, 8) == []
+    with pytest.raises(ValueError, match="vocabulary"):
+        teacher.rank_many(images, [TeacherQuestion(QUESTION)], None, 8)
+
+
 def test_weights_random_tokenizer_option_and_errors(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, vqa_dir: Path
 ) -> None:

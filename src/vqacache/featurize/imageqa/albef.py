@@ -11,7 +11,8 @@ top ``k`` of the vocabulary by first-token probability (``k_test``, 128 in ALBEF
 
 A video's frames are encoded once (:meth:`AlbefTeacher.encode_images`: the ViT tokens,
 on the device) and reused for every question about it; ``images.select(idx)`` picks the
-frames of one question.
+frames of one question. :meth:`AlbefTeacher.rank_many` ranks all the questions about the same
+frames in batched calls (the same numbers as one call per question, up to float rounding).
 """
 
 from __future__ import annotations
@@ -42,8 +43,15 @@ from vqacache.featurize.encoders.albef_tokenizer import (
 )
 from vqacache.featurize.encoders.precision import autocast, check_compute_dtype
 from vqacache.featurize.encoders.weights import RANDOM_INIT
-from vqacache.featurize.imageqa.albef_rank import SCORES, AnswerTokens, question_states, rank_answers
-from vqacache.featurize.imageqa.teacher import VocabScores
+from vqacache.featurize.imageqa.albef_rank import (
+    SCORES,
+    AnswerTokens,
+    question_states,
+    questions_states,
+    rank_answers,
+    score_pairs,
+)
+from vqacache.featurize.imageqa.teacher import Ranking, TeacherQuestion, VocabScores
 
 RANKING = "albef-rank_answer-v1"
 """Identity of :mod:`.albef_rank` (the equations): recorded in the teacher spec."""
@@ -202,6 +210,75 @@ class AlbefTeacher:
             probs=np.take_along_axis(probs, order, axis=1).astype(np.float32),
             index=np.take_along_axis(index, order, axis=1),
         )
+
+    def rank_many(
+        self, images: AlbefImages, questions: list[TeacherQuestion], vocab: AnswerTokens | None, k: int | None = None
+    ) -> list[Ranking]:
+        """Rank Q questions about the same F frames in batched calls; per question, in order,
+        (F, C) probabilities (multiple choice) or :class:`VocabScores` (open-ended, over
+        ``vocab``, top ``k_test``), equal to :meth:`rank_candidates` / :meth:`rank_vocab`.
+
+        The Q x F (question, frame) rows are fused together (questions right-padded and
+        masked, as ALBEF's own evaluation batches them); then every multiple-choice (row,
+        candidate) pair goes through one chunked decoder pass and the open-ended rows through
+        one :func:`rank_answers`."""
+        questions = list(questions)
+        if vocab is not None and not isinstance(vocab, AnswerTokens):
+            vocab = self.prepare_vocab(list(vocab))
+        if any(not q.candidates for q in questions):
+            if vocab is None:
+                raise ValueError("open-ended questions need the answer vocabulary")
+            if k is not None and int(k) != self.k_test:
+                raise ValueError(f"k={k} but this teacher was built (and its spec written) with k_test={self.k_test}")
+        out: list[Ranking | None] = [None] * len(questions)
+        n = len(images)
+        if n == 0 or not questions:
+            for i, q in enumerate(questions):
+                kk = min(self.k_test, len(vocab)) if not q.candidates else 0
+                out[i] = (np.zeros((0, len(q.candidates)), np.float32) if q.candidates
+                          else VocabScores(np.zeros((0, kk), np.float32), np.zeros((0, kk), np.int64)))
+            return out  # type: ignore[return-value]
+        ids, mask = tokenize(self.tokenizer, [pre_question(q.question) for q in questions], answer=False,
+                             max_length=self.cfg.max_position_embeddings, device=self.device)  # (Q, Lq)
+        with torch.no_grad(), autocast(self.device, self.compute_dtype):
+            states = questions_states(self.model, images.tokens, ids, mask, self.chunk_size)  # (Q * F, Lq, D)
+            m = mask.repeat_interleave(n, dim=0)  # (Q * F, Lq): BERT's cross-attention masks the padding
+            mc = [i for i, q in enumerate(questions) if q.candidates]
+            oe = [i for i, q in enumerate(questions) if not q.candidates]
+            if mc:
+                for i, probs in zip(mc, self._rank_choices(states, m, [questions[i] for i in mc], mc, n)):
+                    out[i] = probs
+            if oe:
+                rows = torch.cat([torch.arange(i * n, (i + 1) * n, device=self.device) for i in oe])
+                probs, index = rank_answers(self.model, states[rows], m[rows], vocab, self.k_test,
+                                            start_id=self.tokenizer.cls_token_id, chunk=self.chunk_size,
+                                            score=self.score)  # (R, k'), (R, k')
+                probs, index = probs.float().cpu().numpy(), index.cpu().numpy().astype(np.int64)
+                order = np.argsort(-probs, axis=1, kind="stable")  # best first
+                probs, index = np.take_along_axis(probs, order, 1), np.take_along_axis(index, order, 1)
+                for j, i in enumerate(oe):
+                    out[i] = VocabScores(probs[j * n : (j + 1) * n].astype(np.float32), index[j * n : (j + 1) * n])
+        return out  # type: ignore[return-value]
+
+    def _rank_choices(self, states: torch.Tensor, mask: torch.Tensor, questions: list[TeacherQuestion],
+                      positions: list[int], n: int) -> list[np.ndarray]:
+        """Every (row, candidate) pair of these multiple-choice questions in one chunked pass
+        -> per question (F, C_q) float32, eq. (4) over its own candidates."""
+        counts = [len(q.candidates) for q in questions]
+        answers = self.prepare_vocab([c for q in questions for c in q.candidates])
+        rows, picks, offset = [], [], 0
+        for pos, count in zip(positions, counts):
+            rows.append(torch.arange(pos * n, (pos + 1) * n, device=self.device).repeat_interleave(count))
+            picks.append(torch.arange(offset, offset + count, device=self.device).repeat(n))
+            offset += count
+        s = score_pairs(self.model, states, mask, torch.cat(rows), answers, torch.cat(picks),
+                        chunk=self.chunk_size, score=self.score)  # (sum F * C_q,)
+        out, start = [], 0
+        for count in counts:
+            block = s[start : start + n * count].view(n, count)
+            out.append(torch.softmax(block.float(), dim=1).cpu().numpy().astype(np.float32))
+            start += n * count
+        return out
 
 
 def build_albef_teacher(

@@ -15,6 +15,11 @@ text encoder, and an answer a tokenized ``[CLS] a_1 .. a_m`` (a_m = ``[SEP]``):
 * (4) K_f = the k answers with the largest p1(a | f) (all of them for multiple choice), and
   P(a | f) = softmax over a in K_f of s(a | f); answers outside K_f get 0.
 
+Several questions about the same frames are ranked in one batch by
+:meth:`~vqacache.featurize.imageqa.albef.AlbefTeacher.rank_many`: :func:`questions_states`
+fuses Q questions with F frames as Q x F rows, and :func:`score_pairs` scores any list of
+(row, answer) pairs, so the equations below stay the only place the maths lives.
+
 Shapes: F frames, Lq question tokens, D text width, A answers, La answer tokens, V wordpiece
 vocabulary, R = F x k (frame, answer) rows scored in chunks of at most ``chunk`` rows.
 """
@@ -54,6 +59,24 @@ def question_states(
     return model.fuse(text.expand(n, -1, -1), mask.expand(n, -1), image_tokens)  # (F, Lq, D)
 
 
+def questions_states(
+    model: AlbefModel, image_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """Image tokens (F, T, W) and Q questions' ids/mask (Q, Lq) (right-padded) -> fused states
+    (Q * F, Lq, D), row q * F + f = question q on frame f; fusion in chunks of ``chunk`` rows.
+    Padded positions are masked in the text and fusion self-attention; their states are
+    meaningless and must not be attended to afterwards."""
+    n = image_tokens.shape[0]
+    text = model.encode_text(ids, mask)  # (Q, Lq, D): the text layers do not see the image
+    question = torch.arange(ids.shape[0], device=ids.device).repeat_interleave(n)  # (Q * F,)
+    frame = torch.arange(n, device=ids.device).repeat(ids.shape[0])  # (Q * F,)
+    out = []
+    for s in range(0, question.shape[0], chunk):
+        q, f = question[s : s + chunk], frame[s : s + chunk]
+        out.append(model.fuse(text[q], mask[q], image_tokens[f]))  # (r, Lq, D)
+    return torch.cat(out)
+
+
 def first_token_logprobs(model: AlbefModel, states: torch.Tensor, mask: torch.Tensor, start_id: int) -> torch.Tensor:
     """Eq. (1): fused states (F, Lq, D), mask (F, Lq) -> log-softmax (F, V) of the decoder's
     first step from the start token."""
@@ -90,6 +113,25 @@ def answer_loglik(
     return ll, first
 
 
+def score_pairs(
+    model: AlbefModel,
+    states: torch.Tensor,
+    mask: torch.Tensor,
+    row: torch.Tensor,
+    answers: AnswerTokens,
+    answer: torch.Tensor,
+    *,
+    chunk: int,
+    score: str,
+) -> torch.Tensor:
+    """Eq. (3) for R (row, answer) pairs: ``row`` (R,) into ``states`` (N, Lq, D), ``answer``
+    (R,) into ``answers`` -> s (R,) float32."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    ll, p1 = answer_loglik(model, states, mask, row, answers, answer, chunk)  # (R,), (R,)
+    return ll + p1 if score == "albef" else ll
+
+
 def rank_answers(
     model: AlbefModel,
     states: torch.Tensor,
@@ -115,7 +157,5 @@ def rank_answers(
     else:  # all answers are scored in full: no selection, and p1 comes with the full pass
         index = torch.arange(count, device=states.device).expand(n, count)  # (F, A)
     frame = torch.arange(n, device=states.device).repeat_interleave(k)  # (R,)
-    ll, p1 = answer_loglik(model, states, mask, frame, answers, index.reshape(-1), chunk)  # (R,), (R,)
-    ll, p1 = ll.view(n, k), p1.view(n, k)  # (F, k)
-    s = ll + p1 if score == "albef" else ll  # eq. (3)
-    return F.softmax(s, dim=1), index  # eq. (4)
+    s = score_pairs(model, states, mask, frame, answers, index.reshape(-1), chunk=chunk, score=score)  # eq. (3)
+    return F.softmax(s.view(n, k), dim=1), index  # eq. (4)

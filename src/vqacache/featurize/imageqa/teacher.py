@@ -14,11 +14,15 @@ question, then a softmax over the answers.
   outside the top k have probability 0 in this approximation, which the spec records.
 
 A video's frames are encoded once (:meth:`ImageQATeacher.encode_images`) and reused for
-every question about it.
+every question about it. A teacher may also rank all the questions that share those frames in
+one batched call (``rank_many``, optional): :func:`rank_questions` uses it when present and
+falls back to one call per question otherwise; both give the same numbers up to float
+rounding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,6 +36,19 @@ class VocabScores:
 
     probs: np.ndarray
     index: np.ndarray
+
+
+@dataclass(frozen=True)
+class TeacherQuestion:
+    """One question to rank: multiple choice when ``candidates`` is non-empty, else open-ended
+    (ranked over the answer vocabulary)."""
+
+    question: str
+    candidates: tuple[str, ...] = ()
+
+
+Ranking = np.ndarray | VocabScores
+"""A question's result: (F, C) probabilities (multiple choice) or :class:`VocabScores`."""
 
 
 @runtime_checkable
@@ -62,6 +79,26 @@ class ImageQATeacher(Protocol):
     def rank_vocab(self, images: Any, question: str, vocab: Any, k: int) -> VocabScores:
         """Top-k of the vocabulary by first-token probability, rescored in full (see module)."""
         ...
+
+
+def rank_questions(
+    teacher: ImageQATeacher, images: Any, questions: Sequence[TeacherQuestion], vocab: Any, k: int
+) -> list[Ranking]:
+    """Rank ``questions`` (all about the frames ``images``) in order: one batched
+    ``teacher.rank_many(images, questions, vocab, k)`` call if the teacher has it, else
+    :meth:`~ImageQATeacher.rank_candidates` / :meth:`~ImageQATeacher.rank_vocab` per question."""
+    questions = list(questions)
+    if not questions:
+        return []
+    batched = getattr(teacher, "rank_many", None)
+    if callable(batched):
+        return list(batched(images, questions, vocab, k))
+    return [
+        teacher.rank_candidates(images, q.question, list(q.candidates))
+        if q.candidates
+        else teacher.rank_vocab(images, q.question, vocab, k)
+        for q in questions
+    ]
 
 
 def input_size(teacher: ImageQATeacher) -> int:
