@@ -12,6 +12,7 @@ import collections
 import csv
 import functools
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -826,3 +827,106 @@ def test_empty_data_root_says_what_was_expected(tmp_path: Path, name: str) -> No
     assert message.startswith(f"{name}: --data-root {tmp_path}") and "\n" not in message
     with pytest.raises(UsageError, match=f"{name}: --data-root is required"):
         get_dataset(name, None)
+
+
+# -- frame folders: TVQA, VLEP, EgoTaskQA ----------------------------------------------------------
+
+
+def _records(ds: VideoQADataset, split: str | None = None) -> dict:
+    return {v.video_id: (v.path, v.frame_rate) for v in ds.videos(split)}
+
+
+def test_tvqa_frame_folders_by_show_flat_and_video_preferred(tmp_path: Path) -> None:
+    vids = ["s01e01_seg01_clip_00", "castle_s01e01_seg02_clip_08", "met_s06e22_seg01_clip_02",
+            "friends_s06e12_seg02_clip_16", "house_s01e01_seg01_clip_01"]  # fmt: skip
+    lines = [{"qid": i, "q": "q", **{f"a{j}": "a" for j in range(5)}, "ts": "1-2", "vid_name": v, "show_name": "s"}
+             for i, v in enumerate(vids)]  # fmt: skip
+    (tmp_path / "tvqa_test_public.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    frames = tmp_path / "frames_hq"
+    for folder in ["bbt_frames/s01e01_seg01_clip_00", "castle_frames/castle_s01e01_seg02_clip_08",
+                   "met_s06e22_seg01_clip_02", "friends_frames/friends_s06e12_seg02_clip_16"]:  # fmt: skip
+        (frames / folder).mkdir(parents=True)
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "friends_s06e12_seg02_clip_16.mkv").write_bytes(b"x")  # beats its frames
+    got = _records(get_dataset("tvqa", tmp_path))
+    three = Fraction(3)
+    assert got == {
+        "s01e01_seg01_clip_00": (frames / "bbt_frames" / "s01e01_seg01_clip_00", three),
+        "castle_s01e01_seg02_clip_08": (frames / "castle_frames" / "castle_s01e01_seg02_clip_08", three),
+        "met_s06e22_seg01_clip_02": (frames / "met_s06e22_seg01_clip_02", three),  # flat
+        "friends_s06e12_seg02_clip_16": (tmp_path / "videos" / "friends_s06e12_seg02_clip_16.mkv", None),
+        "house_s01e01_seg01_clip_01": (tmp_path / "videos" / "house_s01e01_seg01_clip_01.mp4", None),
+    }
+    ds = get_dataset("tvqa", tmp_path)
+    assert ds.missing_videos() == ["house_s01e01_seg01_clip_01"]
+    assert [(r.videos, r.missing) for r in dry_run_report(ds)] == [(5, 1)]
+    moved = tmp_path / "elsewhere"
+    (frames / "bbt_frames").rename(moved)
+    other = get_dataset("tvqa", tmp_path, frames_root=moved, frames_fps=Fraction(30000, 1001))
+    assert _records(other)["s01e01_seg01_clip_00"] == (moved / "s01e01_seg01_clip_00", Fraction(30000, 1001))
+
+
+def test_tvqa_real_test_split_over_a_frame_folder(shared_annotations: Path, tmp_path: Path) -> None:
+    root = tmp_path / "tvqa"
+    root.mkdir()
+    (root / "tvqa_test_public.jsonl").symlink_to(shared_annotations / "tvqa" / "tvqa_test_public.jsonl")
+    (root / "frames_hq" / "castle_frames" / "castle_s01e01_seg02_clip_08").mkdir(parents=True)
+    ds = get_dataset("tvqa", root)
+    first = ds.videos("test")[0]
+    assert (first.video_id, first.frame_rate, first.exists()) == ("castle_s01e01_seg02_clip_08", 3, True)
+    assert len(ds.missing_videos("test")) == 1088
+
+
+def test_vlep_frame_folders_flat(shared_annotations: Path, tmp_path: Path) -> None:
+    root = tmp_path / "vlep"
+    root.mkdir()
+    (root / "vlep_test_release.jsonl").symlink_to(shared_annotations / "vlep" / "vlep_test_release.jsonl")
+    vid = "friends_s07e23-24_seg02_clip_30_ep"
+    (root / "frames" / vid).mkdir(parents=True)
+    ds = get_dataset("vlep", root)
+    assert _records(ds, "test")[vid] == (root / "frames" / vid, Fraction(3))
+    assert vid not in ds.missing_videos("test") and len(ds.missing_videos("test")) == 1492
+    (root / "videos").mkdir()
+    (root / "videos" / f"{vid}.mp4").write_bytes(b"x")
+    assert _records(get_dataset("vlep", root), "test")[vid] == (root / "videos" / f"{vid}.mp4", None)
+    slow = get_dataset("vlep", root, frames_root=root / "frames", frames_fps="1.5")
+    assert slow._frames.frame_rate == Fraction(3, 2)
+
+
+def test_egotaskqa_frame_folders_and_video_preferred(tmp_path: Path) -> None:
+    """(test_frame_folder.py checks that a decoded folder shows interval frame k at k / R.)"""
+    items = [_ego_item(0, "x", "S1_Cook|P1|2|5"), _ego_item(1, "y", "S1_Cook|P2|0|1"), _ego_item(2, "z", "S2|P1|0|1")]
+    (tmp_path / "val_qas.json").write_text(json.dumps(items))
+    view = tmp_path / "frames" / "S1_Cook" / "fpv1"
+    view.mkdir(parents=True)
+    (tmp_path / "videos" / "S1_Cook").mkdir(parents=True)
+    (tmp_path / "videos" / "S1_Cook" / "fpv2.mp4").write_bytes(b"x")
+    (tmp_path / "frames" / "S1_Cook" / "fpv2").mkdir()  # the video file wins
+    ds = get_dataset("egotaskqa", tmp_path)
+    assert _records(ds) == {
+        "S1_Cook/fpv1": (view, Fraction(25)),
+        "S1_Cook/fpv2": (tmp_path / "videos" / "S1_Cook" / "fpv2.mp4", None),
+        "S2/fpv1": (tmp_path / "videos" / "S2" / "fpv1.mp4", None),
+    }
+    assert ds.missing_videos() == ["S2/fpv1"]
+    moved = get_dataset("egotaskqa", tmp_path, frames_root=tmp_path / "videos", frame_rate="30000/1001")
+    assert _records(moved)["S1_Cook/fpv1"] == (tmp_path / "videos" / "S1_Cook" / "fpv1.mp4", None)
+    assert moved.questions("val")[0].start == float(Fraction(2 * 1001, 30000))
+
+
+def test_frame_rate_options_parse_as_fractions(tmp_path: Path) -> None:
+    from vqacache.featurize.datasets import parse_dataset_options
+
+    got = parse_dataset_options("tvqa", ["frames_fps=30000/1001", "frames-root=~/f"])
+    assert got == {"frames_fps": Fraction(30000, 1001), "frames_root": Path("~/f").expanduser()}
+    assert parse_dataset_options("vlep", ["frames_fps=3"]) == {"frames_fps": Fraction(3)}
+    assert parse_dataset_options("egotaskqa", ["frame_rate=25"]) == {"frame_rate": Fraction(25)}
+    with pytest.raises(UsageError, match="--dataset-option frames_fps takes a number such as 3"):
+        parse_dataset_options("tvqa", ["frames_fps=fast"])
+    (tmp_path / "tvqa_test_public.jsonl").write_text("")
+    with pytest.raises(UsageError, match="tvqa: frames_fps must be a positive number such as 3") as err:
+        get_dataset("tvqa", tmp_path, frames_fps=0)
+    assert "\n" not in str(err.value)
+    (tmp_path / "test_qas.json").write_text("[]")
+    with pytest.raises(UsageError, match="egotaskqa: frame_rate must be a positive number"):
+        get_dataset("egotaskqa", tmp_path, frame_rate=-25)

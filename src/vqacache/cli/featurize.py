@@ -80,6 +80,11 @@ def run(
         typer.Option(help="The teacher's tokenizer (folder or vocab.txt); default: beside its weights or in the "
                      "Hugging Face cache (bert-base-uncased for both BLIP and ALBEF)."),
     ] = None,
+    imageqa_score: Annotated[
+        str | None,
+        typer.Option(help="The teacher's answer score: blip: loglik (default) or blip (BLIP's label-smoothed "
+                     "rank_answer); albef: albef (default, ALBEF's rank_answer) or loglik."),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read the annotations only: print questions, videos and videos missing on disk per split, then exit.")
     ] = False,
@@ -113,6 +118,7 @@ def run(
         imageqa_frames=imageqa_frames,
         imageqa_k=imageqa_k,
         imageqa_tokenizer=imageqa_tokenizer,
+        imageqa_score=imageqa_score,
         retry_failed=retry_failed,
         workers=workers,
         scheduler=scheduler,

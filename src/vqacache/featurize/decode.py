@@ -1,5 +1,9 @@
 """Decode a video at a fixed output frame rate: exact timestamps, upright frames, one resize.
 
+A video is a file, or a folder of numbered images (TVQA, VLEP, EgoTaskQA ship frames): a
+directory is handed to :mod:`vqacache.featurize.frame_folder` with its source frame rate
+``frames_fps`` (the folder has no timestamps), which plans and resizes exactly as below.
+
 For each file:
 
 1. **Probe** with PyAV: demux every packet of the video stream (no decoding) to read the
@@ -100,11 +104,13 @@ class VideoInfo:
 
     path: str
     backend: str
-    """"decord" or "pyav"."""
+    """"decord" or "pyav"; "frames" for a folder of frames."""
     fallback_reason: str | None
-    """Why decord was not used (None when it was)."""
+    """Why decord was not used (None when it was, and for a folder of frames)."""
     container: str
+    """Demuxer name ("mov,mp4,m4a,3gp,3g2,mj2", ...), or "frame-folder"."""
     codec: str
+    """Video codec, or the images' format ("jpeg", "png") for a folder of frames."""
     width: int
     """Native (stored) frame width, before rotation."""
     height: int
@@ -154,9 +160,11 @@ def decode_at_fps(
     fps: float | str | Fraction = DEFAULT_FPS,
     short_side: int | None = DEFAULT_SHORT_SIDE,
     backend: Backend = "auto",
+    frames_fps: float | str | Fraction | None = None,
 ) -> DecodedFrames:
     """Decode a whole video at ``fps`` (see :func:`iter_decode_at_fps`), in memory."""
-    chunks = list(iter_decode_at_fps(path, fps, short_side, chunk_frames=1024, backend=backend))
+    chunks = list(iter_decode_at_fps(path, fps, short_side, chunk_frames=1024, backend=backend,
+                                     frames_fps=frames_fps))
     return DecodedFrames(
         frames=np.concatenate([c.frames for c in chunks]),
         pts=np.concatenate([c.pts for c in chunks]),
@@ -172,6 +180,7 @@ def iter_decode_at_fps(
     short_side: int | None = DEFAULT_SHORT_SIDE,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     backend: Backend = "auto",
+    frames_fps: float | str | Fraction | None = None,
 ) -> Iterator[DecodedFrames]:
     """Yield a video's output frames in chunks of at most ``chunk_frames`` frames.
 
@@ -182,18 +191,21 @@ def iter_decode_at_fps(
     ``next()``.
 
     Args:
-        path: video file.
+        path: video file, or a folder of numbered images (see
+            :mod:`~vqacache.featurize.frame_folder`; ``backend`` does not apply there).
         fps: output rate as ``7.5``, ``"15/2"`` or a Fraction.
         short_side: resize so the shorter side has this many pixels (aspect kept, long side
             floored); ``None`` keeps the native size.
         chunk_frames: output frames per chunk (the last one may be shorter).
         backend: ``"auto"`` (decord when judged reliable, else PyAV), ``"pyav"``, or
             ``"decord"`` (raises :class:`UsageError` when decord is not reliable here).
+        frames_fps: source frame rate of a folder of frames (``3``, ``"30000/1001"``);
+            required for a folder (else ``DecodeError("unreadable")``), ignored for a file.
 
     Raises:
         DecodeError: the file is missing, unreadable or broken (see its ``reason``); may be
             raised after some chunks were yielded.
-        UsageError: bad ``fps``, ``short_side``, ``chunk_frames`` or ``backend``.
+        UsageError: bad ``fps``, ``short_side``, ``chunk_frames``, ``backend`` or ``frames_fps``.
     """
     fps_q = _parse_fps(fps)
     if short_side is not None and not _positive_int(short_side):
@@ -202,6 +214,9 @@ def iter_decode_at_fps(
         raise UsageError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
     if backend not in BACKENDS:
         raise UsageError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if Path(path).is_dir():
+        yield from _iter_frame_folder(Path(path), fps_q, frames_fps, short_side, chunk_frames)
+        return
 
     probe = _probe(Path(path), fps_q)
     reader, problem = None, "backend 'pyav' requested"
@@ -250,6 +265,19 @@ def iter_decode_at_fps(
             info=info,
         )
         k0 = k1
+
+
+def _iter_frame_folder(
+    folder: Path, fps: Fraction, frames_fps: float | str | Fraction | None, short_side: int | None,
+    chunk_frames: int,
+) -> Iterator[DecodedFrames]:
+    """A folder of frames, decoded by :mod:`vqacache.featurize.frame_folder` (which imports
+    this module, hence the late import)."""
+    if frames_fps is None:
+        raise DecodeError("unreadable", f"{folder}: a folder of frames needs its frame rate (frames_fps)")
+    from vqacache.featurize.frame_folder import iter_decode_frame_folder
+
+    yield from iter_decode_frame_folder(folder, fps, frames_fps, short_side, chunk_frames)
 
 
 # -- resizing and orientation (backend independent) ----------------------------------------
@@ -546,7 +574,7 @@ def _iter_pyav(probe: _Probe, chunk_frames: int, transform: Transform) -> Iterat
     """Decode every frame sequentially, yield (t, H, W, 3) chunks of the planned ones."""
     src = probe.plan.src_index  # (T,) non-decreasing
     n_out = src.shape[0]
-    chunk = _ChunkBuilder(transform)
+    chunk = ChunkBuilder(transform)
     k = 0
     n_decoded = 0
     with _open(probe.path) as container:
@@ -578,7 +606,7 @@ def _iter_pyav(probe: _Probe, chunk_frames: int, transform: Transform) -> Iterat
         yield chunk.take()
 
 
-class _ChunkBuilder:
+class ChunkBuilder:
     """Output frames of one chunk: native frames are transformed in batches of ``batch``.
 
     Batching (rather than one resize per frame) keeps torch's threads from fighting the

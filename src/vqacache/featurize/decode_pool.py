@@ -131,6 +131,9 @@ class DecodePool:
         processes: child processes decoding at the same time.
         fps, short_side, chunk_frames: passed to ``decode_fn`` (see
             :func:`~vqacache.featurize.decode.iter_decode_at_fps`).
+        frames_fps: source frame rate of the folders of frames among the videos (``3``,
+            ``"30000/1001"``); passed to ``decode_fn`` only when set, so decode functions
+            without that argument still work for video files.
         timeout_s: a child that sends nothing for this long while decoding is killed and
             its video fails with reason ``"timeout"``.
         prefetch_videos: videos decoded ahead of the one being consumed.
@@ -155,9 +158,10 @@ class DecodePool:
         mp_context: str = "spawn",
         decode_fn: str = DEFAULT_DECODE_FN,
         transport: Literal["shm", "pipe"] = "shm",
+        frames_fps: float | str | Fraction | None = None,
     ) -> None:
         _check_options(processes, fps, short_side, chunk_frames, timeout_s, prefetch_videos,
-                       max_chunks_in_flight, mp_context, transport)
+                       max_chunks_in_flight, mp_context, transport, frames_fps)
         resolve_decode_fn(decode_fn)  # fail here, not in every child
         self.processes, self.timeout_s = processes, float(timeout_s)
         self.prefetch_videos, self.max_chunks_in_flight = prefetch_videos, max_chunks_in_flight
@@ -167,8 +171,9 @@ class DecodePool:
         ctx = multiprocessing.get_context(mp_context)
         if mp_context == "forkserver":  # children fork from a server that imported these once
             ctx.set_forkserver_preload([__name__, decode_fn.partition(":")[0]])
-        child_args = (decode_fn, dict(fps=fps, short_side=short_side, chunk_frames=chunk_frames),
-                      max_chunks_in_flight, transport == "shm")
+        kwargs = dict(fps=fps, short_side=short_side, chunk_frames=chunk_frames)
+        kwargs |= {} if frames_fps is None else {"frames_fps": frames_fps}
+        child_args = (decode_fn, kwargs, max_chunks_in_flight, transport == "shm")
         self._spawn = lambda index: _Worker(ctx, index, self.shm_prefix, child_args)
         self._workers: list[_Worker] = []
         self._finalizer = weakref.finalize(self, _shutdown, self._workers)
@@ -626,17 +631,21 @@ def resolve_decode_fn(spec: str) -> Callable[..., Iterable[DecodedFrames]]:
 
 def _check_options(processes: Any, fps: Any, short_side: Any, chunk_frames: Any, timeout_s: Any,
                    prefetch_videos: Any, max_chunks_in_flight: Any, mp_context: Any,
-                   transport: Any) -> None:
+                   transport: Any, frames_fps: Any = None) -> None:
     def count(value: Any, minimum: int) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
-    try:
-        fps_ok = not isinstance(fps, bool) and Fraction(str(fps)) > 0
-    except (ValueError, ZeroDivisionError):
-        fps_ok = False
+    def rate(value: Any) -> bool:
+        try:
+            return not isinstance(value, bool) and Fraction(str(value)) > 0
+        except (ValueError, ZeroDivisionError):
+            return False
+
     problems = [
         (count(processes, 1), f"processes must be an integer >= 1, got {processes!r}"),
-        (fps_ok, f"fps must be a positive number such as 7.5 or 15/2, got {fps!r}"),
+        (rate(fps), f"fps must be a positive number such as 7.5 or 15/2, got {fps!r}"),
+        (frames_fps is None or rate(frames_fps),
+         f"frames_fps must be None or a positive number such as 3 or 30000/1001, got {frames_fps!r}"),
         (short_side is None or count(short_side, 1), f"short_side must be >= 1 or None, got {short_side!r}"),
         (count(chunk_frames, 1), f"chunk_frames must be an integer >= 1, got {chunk_frames!r}"),
         (isinstance(timeout_s, int | float) and timeout_s > 0, f"timeout_s must be > 0, got {timeout_s!r}"),

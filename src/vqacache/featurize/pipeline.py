@@ -119,6 +119,8 @@ class FeaturizeConfig:
     imageqa_frames: int = DEFAULT_FRAMES
     imageqa_k: int = DEFAULT_K
     imageqa_tokenizer: str | None = None
+    imageqa_score: str | None = None
+    """The teacher's answer score (None: the teacher's default; see ``--imageqa-score``)."""
 
 
 @dataclass
@@ -243,8 +245,9 @@ def encoder_names(value: str) -> list[str]:
 
 
 def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> FeaturizeResult:  # noqa: ANN001
+    videos = _videos_of(dataset, splits)
     decode = DecodeArgs(fps=fps, short_side=config.short_side, processes=config.decode_processes,
-                        timeout_s=config.decode_timeout_s)
+                        timeout_s=config.decode_timeout_s, frames_fps=frames_fps_of(videos))
     specs = [FeatureSpec.from_json(runner.setup(prepare_worker, a, decode, config.dtype)) for a in args]
     t_setup = time.perf_counter() - t_start
     stores = [
@@ -259,7 +262,6 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> Featu
     run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     targets = tuple(Target(str(s.path), s.fingerprint, a) for s, a in zip(stores, args))
 
-    videos = _videos_of(dataset, splits)
     needed = [_Needed(s, config.retry_failed) for s in stores]
     todo = [v for v in videos if any(n.needs(v.video_id) for n in needed)]
     result.skipped = len(videos) - len(todo)
@@ -402,13 +404,14 @@ def _imageqa(store: FeatureStore, dataset: VideoQADataset, splits: tuple[str, ..
                          "(it is built from the train split: is its annotation file there?)")
     k = min(config.imageqa_k, len(vocab)) if vocab else config.imageqa_k  # k_test <= the vocabulary
     args = TeacherArgs(config.imageqa, config.imageqa_weights, config.device, config.compute_dtype,
-                       config.imageqa_frames, k, config.imageqa_tokenizer)
+                       config.imageqa_frames, k, config.imageqa_tokenizer, config.imageqa_score)
     fps = str(store.spec.sampling.fps)
+    frames_fps = frames_fps_of(_videos_of(dataset, splits))
     spec = TeacherSpec.from_json(runner.setup(prepare_teacher, args, fps, config.decode_processes,
-                                              config.decode_timeout_s, vocab))
+                                              config.decode_timeout_s, vocab, frames_fps))
     teacher_fp = store.set_teacher_spec(spec, list(vocab) if vocab else None)
     decode = DecodeArgs(fps=fps, short_side=spec.decode_short_side, processes=config.decode_processes,
-                        timeout_s=config.decode_timeout_s)
+                        timeout_s=config.decode_timeout_s, frames_fps=frames_fps)
     for split in splits:
         todo = [v for v in dataset.videos(split)
                 if store.has_question_bundle(split, v.video_id) and not store.has_imageqa(split, v.video_id, teacher_fp)]
@@ -464,6 +467,16 @@ def _log_run(store: FeatureStore, run_id: str, config: FeaturizeConfig, result: 
         },
     }
     store.write_run_log(run_id, record)
+
+
+def frames_fps_of(videos: list[VideoRecord]) -> str | None:
+    """The one source frame rate of the run's folders of frames (``"3"``, ``"30000/1001"``),
+    None when every video is a file: a run's decode pool has one ``frames_fps``."""
+    rates = sorted({v.frame_rate for v in videos if v.frame_rate is not None})
+    if len(rates) > 1:
+        raise UsageError(f"the folders of frames of one run must share one frame rate, got "
+                         f"{', '.join(map(str, rates))} fps; featurize them in separate runs")
+    return str(rates[0]) if rates else None
 
 
 def _videos_of(dataset: VideoQADataset, splits: tuple[str, ...]) -> list[VideoRecord]:

@@ -52,6 +52,9 @@ class DecodeArgs:
     short_side: int | None = 256
     processes: int = 1
     timeout_s: float = 300.0
+    frames_fps: str | None = None
+    """Source frame rate of the run's folders of frames (``"3"``, ``"30000/1001"``); None
+    when every video is a file."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,8 @@ def cached_pool(decode: DecodeArgs) -> DecodePool:
     """The decode pool for ``decode``, started once per process (children spawn at once)."""
     if decode not in _POOLS:
         _POOLS[decode] = DecodePool(
-            decode.processes, fps=Fraction(decode.fps), short_side=decode.short_side, timeout_s=decode.timeout_s
+            decode.processes, fps=Fraction(decode.fps), short_side=decode.short_side, timeout_s=decode.timeout_s,
+            frames_fps=None if decode.frames_fps is None else Fraction(decode.frames_fps),
         )
     return _POOLS[decode]
 

@@ -56,16 +56,18 @@ def require_split(name: str, split: str, available: Iterable[str]) -> str:
 
 
 def videos_of(
-    questions: Iterable[QuestionRecord], resolve: Callable[[str], Path]
+    questions: Iterable[QuestionRecord], resolve: Callable[[str], Path | VideoRecord]
 ) -> list[VideoRecord]:
-    """Unique videos referenced by ``questions``, sorted by id; ``resolve`` maps id -> path."""
+    """Unique videos referenced by ``questions``, sorted by id; ``resolve`` maps id -> the
+    video file's path, or -> the whole record (a video that may be a folder of frames)."""
     ids = sorted({q.video_id for q in questions})
-    return [VideoRecord(video_id=vid, path=resolve(vid)) for vid in ids]
+    found = ((vid, resolve(vid)) for vid in ids)
+    return [r if isinstance(r, VideoRecord) else VideoRecord(video_id=vid, path=r) for vid, r in found]
 
 
 def missing_ids(videos: Iterable[VideoRecord]) -> list[str]:
-    """Ids of ``videos`` whose file does not exist (or is not a regular file), in order."""
-    return [v.video_id for v in videos if not v.path.is_file()]
+    """Ids of ``videos`` that do not exist (:meth:`VideoRecord.exists`), in order."""
+    return [v.video_id for v in videos if not v.exists()]
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -8,7 +8,8 @@ records it. Expected layout under ``--data-root``::
     indirect/{train,val,test}_qas.json   the "indirect" split (``split_type="indirect"``)
     {train,val,test}_qas.json            accepted directly in the data root as well
     videos/<LEMMA video>/fpv<1|2>.mp4    one video per recording and first-person view
-                                         (or under the ``video_root`` option)
+                                         (or under the ``video_root`` option), or else
+    frames/<LEMMA video>/fpv<1|2>/img_%05d.jpg   LEMMA's frames (or under ``frames_root``)
 
 Each file is a JSON list of ``{"question", "answer", "interval", "type", "category",
 "semantic", "structural", "reference", "program", "video_id", "question_id",
@@ -19,10 +20,15 @@ Each file is a JSON list of ``{"question", "answer", "interval", "type", "catego
 Records: open-ended, ``qid = str(question_id)`` (the id ``qas2tagged_qas.py`` assigns; the
 item's index in the file when absent), ``video_id = f"{video}/fpv{n}"``: features are per
 recording and view, the question's interval is its segment, ``start = start_frame /
-frame_rate`` and ``end = end_frame / frame_rate`` seconds. LEMMA is distributed as JPEG
-frames and stage one decodes video files: pack each view's frames into ``fpv<n>.mp4``
-with ``ffmpeg -framerate R -i img_%05d.jpg`` and pass ``frame_rate=R`` (default 25, the
-rate ffmpeg's image reader assumes without ``-framerate``), so frame k shows at k / R s.
+frame_rate`` and ``end = end_frame / frame_rate`` seconds (option ``frame_rate``, ``25`` or
+``30000/1001``; default 25). LEMMA is distributed as JPEG frames, read directly as a folder
+of frames (see :mod:`vqacache.featurize.frame_folder`) at the same ``frame_rate``: file
+``img_<n>.jpg`` is at ``(n - first) / frame_rate`` s, ``first`` being the folder's lowest
+number. LEMMA numbers from ``img_00001.jpg``, so interval frame k (file ``k + 1``) is at
+k / R s, the interval's own time: the two agree for every folder that starts at
+``img_00001.jpg`` (one that starts later is shifted by as many frames). A video file
+``fpv<n>.mp4`` is preferred when present: pack it with ``ffmpeg -framerate R -i
+img_%05d.jpg`` (R = ``frame_rate``) so that frame k shows at k / R s there too.
 
 ``qtype`` is ``reasoning_type``, the ``$``-joined tags ``type + category + [semantic,
 structural, reference]`` (rebuilt from those fields when absent); the official metric is
@@ -35,6 +41,7 @@ once). Val / test answers outside it count as ``<UNK1>``.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +53,14 @@ from vqacache.featurize.datasets.checks import (
     require_split,
     videos_of,
 )
-from vqacache.featurize.datasets.paths import VideoFinder, video_dirs
+from vqacache.featurize.datasets.paths import (
+    FrameFolderFinder,
+    VideoFinder,
+    frame_rate_option,
+    frames_dir,
+    video_dirs,
+    video_or_frames,
+)
 from vqacache.featurize.datasets.records import QuestionRecord, VideoRecord
 from vqacache.featurize.datasets.registry import register_dataset
 from vqacache.featurize.datasets.vocab import frequent_answers, require_train
@@ -56,7 +70,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_TYPES = ("direct", "indirect")
 UNKNOWN = ("<UNK0>", "<UNK1>")
 VOCAB_TOP = 4000
-DEFAULT_FRAME_RATE = 25.0
+DEFAULT_FRAME_RATE = Fraction(25)
 EXPECTED = "direct/ or indirect/ with {train,val,test}_qas.json (EgoTaskQA)"
 
 
@@ -86,7 +100,7 @@ def reasoning_type(where: str, item: dict[str, Any]) -> str:
     return "$".join(str(t) for t in tags)
 
 
-def read_egotaskqa(path: Path, split: str, frame_rate: float) -> list[QuestionRecord]:
+def read_egotaskqa(path: Path, split: str, frame_rate: Fraction) -> list[QuestionRecord]:
     """Parse one ``<split>_qas.json`` into records, in file order."""
     records = []
     for i, item in enumerate(read_json(NAME, path, list)):
@@ -104,8 +118,8 @@ def read_egotaskqa(path: Path, split: str, frame_rate: float) -> list[QuestionRe
                 answer=item.get("answer"),
                 qtype=reasoning_type(where, item),
                 split=split,
-                start=first / frame_rate,
-                end=last / frame_rate,
+                start=float(first / frame_rate),
+                end=float(last / frame_rate),
             )
         )
     unique_qids(NAME, path, (r.qid for r in records))
@@ -124,17 +138,16 @@ class EgoTaskQA:
         *,
         split_type: str = "direct",
         video_root: Path | None = None,
-        frame_rate: float = DEFAULT_FRAME_RATE,
+        frames_root: Path | None = None,
+        frame_rate: Fraction | float = DEFAULT_FRAME_RATE,
     ) -> None:
         self.data_root = require_data_root(NAME, data_root, EXPECTED)
         if split_type not in SPLIT_TYPES:
             raise UsageError(
                 f"{NAME}: unknown split_type {split_type!r}; available: direct, indirect"
             )
-        if not frame_rate > 0:
-            raise UsageError(f"{NAME}: frame_rate must be positive, got {frame_rate}")
         self.split_type = split_type
-        self.frame_rate = float(frame_rate)
+        self.frame_rate = frame_rate_option(NAME, "frame_rate", frame_rate)
         folder = self.data_root / split_type
         folders = [folder] if folder.is_dir() else [self.data_root]
         self._files = {
@@ -144,6 +157,8 @@ class EgoTaskQA:
             raise UsageError(f"{NAME}: --data-root {self.data_root} holds none of {EXPECTED}")
         self._finder = VideoFinder(video_dirs(self.data_root, video_root, ("videos",)))
         self.video_root = self._finder.root
+        self._frames = FrameFolderFinder(frames_dir(self.data_root, frames_root, "frames"), self.frame_rate)
+        self.frames_root = self._frames.root
         self._questions: dict[str, list[QuestionRecord]] = {}
 
     def splits(self) -> tuple[str, ...]:
@@ -155,13 +170,14 @@ class EgoTaskQA:
             self._questions[split] = read_egotaskqa(self._files[split], split, self.frame_rate)
         return list(self._questions[split])
 
-    def video_path(self, video_id: str) -> Path:
-        """``videos/<LEMMA video>/fpv<n>.mp4`` for ``video_id = "<LEMMA video>/fpv<n>"``."""
-        return self._finder.find([f"{video_id}.mp4"])
+    def video_record(self, video_id: str) -> VideoRecord:
+        """``videos/<LEMMA video>/fpv<n>.mp4`` for ``video_id = "<LEMMA video>/fpv<n>"``, else
+        the frame folder ``frames/<LEMMA video>/fpv<n>/``."""
+        return video_or_frames(video_id, self._finder, [f"{video_id}.mp4"], self._frames, [video_id])
 
     def videos(self, split: str | None = None) -> list[VideoRecord]:
         splits = self.splits() if split is None else (split,)
-        return videos_of((q for s in splits for q in self.questions(s)), self.video_path)
+        return videos_of((q for s in splits for q in self.questions(s)), self.video_record)
 
     def missing_videos(self, split: str | None = None) -> list[str]:
         return missing_ids(self.videos(split))

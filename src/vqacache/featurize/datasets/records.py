@@ -9,20 +9,28 @@ benchmark-specific format.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One video file to featurize.
+    """One video to featurize: a file, or a folder of numbered frames.
 
     ``video_id`` is the key in the feature store. It may contain ``/`` (the ``folder``
-    dataset uses the relative path without extension); ``path`` is absolute.
+    dataset uses the relative path without extension); ``path`` is absolute. For a folder
+    of frames (TVQA, VLEP, EgoTaskQA), ``path`` is the folder and ``frame_rate`` the rate
+    its frames were taken at (frames per second); it is None for a video file.
     """
 
     video_id: str
     path: Path
+    frame_rate: Fraction | None = None
+
+    def exists(self) -> bool:
+        """The file is there (a video), or the folder is (frames)."""
+        return self.path.is_dir() if self.frame_rate is not None else self.path.is_file()
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ class VideoQADataset(Protocol):
         ...
 
     def missing_videos(self, split: str | None = None) -> list[str]:
-        """Ids (sorted) of the videos of ``split`` whose file does not exist."""
+        """Ids (sorted) of the videos of ``split`` that do not exist (:meth:`VideoRecord.exists`)."""
         ...
 
 

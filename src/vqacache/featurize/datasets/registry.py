@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,9 +79,9 @@ def get_dataset(name: str, data_root: Path | str | None, **options: Any) -> Vide
 
 def parse_dataset_options(name: str, pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``["video_root=/data/v", "vocab_size=1000"]`` -> keyword options for adapter ``name``
-    (``--dataset-option``), each converted to what the adapter declares: a path, an integer,
-    a boolean (true/false/1/0/yes/no) or a string. Unknown names are left for
-    :func:`get_dataset` to report with the accepted ones."""
+    (``--dataset-option``), each converted to what the adapter declares: a path, a fraction
+    (``3``, ``30000/1001``), a float, an integer, a boolean (true/false/1/0/yes/no) or a
+    string. Unknown names are left for :func:`get_dataset` to report with the accepted ones."""
     if name not in _REGISTRY:
         raise UnknownName(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
     params = inspect.signature(_REGISTRY[name]).parameters
@@ -98,6 +99,16 @@ def parse_dataset_options(name: str, pairs: list[str] | tuple[str, ...]) -> dict
 def _convert(key: str, value: str, annotation: str) -> Any:
     if "Path" in annotation:
         return Path(value).expanduser()
+    if "Fraction" in annotation:
+        try:
+            return Fraction(value)
+        except (ValueError, ZeroDivisionError):
+            raise UsageError(f"--dataset-option {key} takes a number such as 3 or 30000/1001, got {value!r}") from None
+    if "float" in annotation:
+        try:
+            return float(value)
+        except ValueError:
+            raise UsageError(f"--dataset-option {key} takes a number, got {value!r}") from None
     if "bool" in annotation:
         if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise UsageError(f"--dataset-option {key} takes true or false, got {value!r}")

@@ -34,7 +34,7 @@ def dry_run_report(dataset: VideoQADataset, splits: tuple[str, ...] = ()) -> lis
         questions = dataset.questions(split)
         videos = dataset.videos(split)
         # the protocol's missing_videos(split), without resolving every path a second time
-        missing = [v for v in videos if not v.path.is_file()]
+        missing = [v for v in videos if not v.exists()]
         rows.append(
             SplitSummary(
                 split=split,

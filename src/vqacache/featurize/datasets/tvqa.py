@@ -6,7 +6,10 @@ Expected layout under ``--data-root``::
     tvqa_val_solution.json      optional: {"split", "solution": {show: {qid: index}}}
     tvqa_plus_train.json, tvqa_plus_val.json   optional TVQA+ (jayleicn/TVQAplus): splits
                                 plus_train, plus_val (TVQA+ is a subset of TVQA with boxes)
-    videos/<vid_name>.mp4       the clips (or under the ``video_root`` option)
+    videos/<vid_name>.mp4       the clips (or under the ``video_root`` option), or else
+    frames_hq/<show>_frames/<vid_name>/%05d.jpg   the released 3 fps frames (or under the
+                                ``frames_root`` option; a flat ``<frames_root>/<vid_name>/``
+                                is accepted too)
 
 A TVQA line: ``{"qid", "q", "a0".."a4", "answer_idx", "ts": "st-ed", "vid_name",
 "show_name"}`` (test_public has no ``answer_idx``; 3 of its rows have ``ts`` "NaN-NaN",
@@ -17,16 +20,22 @@ clips have no show prefix) and ``start`` / ``end`` seconds of the localized span
 is featurized whole and the span is selected by presentation time when reading. A
 ``val`` question without ``answer_idx`` takes its label from ``tvqa_val_solution.json``.
 
-Videos: TVQA is distributed as 3 fps JPEG frames (``frames_hq/<show>_frames/<vid_name>/
-%05d.jpg``); stage one decodes video files, so pack each clip's frames into
-``videos/<vid_name>.mp4`` (e.g. ``ffmpeg -framerate 3 -i %05d.jpg <vid_name>.mp4``) so that
-presentation times are seconds of the clip. ``.mkv`` and ``.webm`` are accepted too.
+Videos: TVQA is distributed as 3 fps JPEG frames (``tvqa_video_frames_fps3_hq.tar.gz``
+unpacks to ``frames_hq/``), read directly as folders of frames (see
+:mod:`vqacache.featurize.frame_folder`): frame ``00001.jpg`` is at 0 s, each next one
+``1 / frames_fps`` later (option ``frames_fps``, default 3), so presentation times are
+seconds of the clip, as ``ts`` counts them. ``<show>`` is the ``vid_name``'s prefix
+(``castle``, ``friends``, ``grey``, ``house``, ``met``), ``bbt`` for Big Bang Theory clips,
+whose ``vid_name`` has none. This layout follows the TVQA download page and code that uses
+the frames; it was not verified against the tarball itself. A video file
+``videos/<vid_name>.{mp4,mkv,webm}`` is preferred when present.
 TVQA has no question types (``qtype`` None); official metric: accuracy
 (``evaluate_tvqa.py``; test_public on CodaLab).
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +55,14 @@ from vqacache.featurize.datasets.checks import (
     require_split,
     videos_of,
 )
-from vqacache.featurize.datasets.paths import VideoFinder, video_dirs
+from vqacache.featurize.datasets.paths import (
+    FrameFolderFinder,
+    VideoFinder,
+    frame_rate_option,
+    frames_dir,
+    video_dirs,
+    video_or_frames,
+)
 from vqacache.featurize.datasets.records import QuestionRecord, VideoRecord
 from vqacache.featurize.datasets.registry import register_dataset
 
@@ -61,6 +77,10 @@ FILES = {
 SOLUTION_FILE = "tvqa_val_solution.json"
 EXTENSIONS = ("mp4", "mkv", "webm")
 N_CANDIDATES = 5
+SHOWS = ("castle", "friends", "grey", "house", "met")
+"""Shows whose ``vid_name`` starts with ``<show>_``; the others are Big Bang Theory's."""
+UNPREFIXED_SHOW = "bbt"
+DEFAULT_FRAMES_FPS = Fraction(3)
 EXPECTED = "tvqa_{train,val,test_public}.jsonl or tvqa_plus_{train,val}.json (TVQA)"
 
 
@@ -112,17 +132,33 @@ def read_tvqa(
     return records
 
 
+def frame_folders(vid_name: str) -> list[str]:
+    """Candidate frame folders of a clip, relative to ``frames_hq``, in preference order."""
+    show = next((s for s in SHOWS if vid_name.startswith(f"{s}_")), UNPREFIXED_SHOW)
+    return [f"{show}_frames/{vid_name}", vid_name]
+
+
 @register_dataset(NAME)
 class TVQA:
     """TVQA (and TVQA+) over the released annotation files; splits are the files present."""
 
     name = NAME
 
-    def __init__(self, data_root: Path | None, *, video_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_root: Path | None,
+        *,
+        video_root: Path | None = None,
+        frames_root: Path | None = None,
+        frames_fps: Fraction = DEFAULT_FRAMES_FPS,
+    ) -> None:
         self.data_root = require_data_root(NAME, data_root, EXPECTED)
         self._files = split_files(NAME, self.data_root, FILES, EXPECTED)
         self._finder = VideoFinder(video_dirs(self.data_root, video_root, ("videos",)))
         self.video_root = self._finder.root
+        rate = frame_rate_option(NAME, "frames_fps", frames_fps)
+        self._frames = FrameFolderFinder(frames_dir(self.data_root, frames_root, "frames_hq"), rate)
+        self.frames_root = self._frames.root
         self._questions: dict[str, list[QuestionRecord]] = {}
 
     def splits(self) -> tuple[str, ...]:
@@ -138,13 +174,14 @@ class TVQA:
             self._questions[split] = read_tvqa(self._files[split], split, solution)
         return list(self._questions[split])
 
-    def video_path(self, video_id: str) -> Path:
-        """``videos/<vid_name>.{mp4,mkv,webm}``, first present."""
-        return self._finder.find([f"{video_id}.{e}" for e in EXTENSIONS])
+    def video_record(self, video_id: str) -> VideoRecord:
+        """``videos/<vid_name>.{mp4,mkv,webm}``, first present, else the clip's frame folder."""
+        files = [f"{video_id}.{e}" for e in EXTENSIONS]
+        return video_or_frames(video_id, self._finder, files, self._frames, frame_folders(video_id))
 
     def videos(self, split: str | None = None) -> list[VideoRecord]:
         splits = self.splits() if split is None else (split,)
-        return videos_of((q for s in splits for q in self.questions(s)), self.video_path)
+        return videos_of((q for s in splits for q in self.questions(s)), self.video_record)
 
     def missing_videos(self, split: str | None = None) -> list[str]:
         return missing_ids(self.videos(split))

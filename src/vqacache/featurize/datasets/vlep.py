@@ -4,7 +4,8 @@ Expected layout under ``--data-root``::
 
     vlep_train_release.jsonl, vlep_dev_release.jsonl, vlep_test_release.jsonl
                                   whichever exist; splits train, val (= dev), test
-    videos/<vid_name>.mp4         the clips (or under the ``video_root`` option)
+    videos/<vid_name>.mp4         the clips (or under the ``video_root`` option), or else
+    frames/<vid_name>/%05d.jpg    the 3 fps frames (or under the ``frames_root`` option)
 
 Each line: ``{"example_id", "vid_name", "ts": [st, ed], "events": [e0, e1], "answer",
 "split"}`` (test has no ``answer``). A line becomes a :class:`QuestionRecord` with
@@ -17,13 +18,18 @@ follows it is what the events predict). VLEP has no question: ``question`` is ``
 ``vid_name``: TV clips are TVQA-style names with an ``_ep`` suffix
 (``friends_s03e09_seg02_clip_07_ep``); YouTube clips are
 ``{youtube_id}_subs_{idx}_{HH:MM:SS start}_{end}_ep``. Both are distributed as 3 fps frames
-on request; pack them into ``videos/<vid_name>.mp4`` (``.mkv`` / ``.webm`` accepted).
+on request, read directly as folders of frames (see :mod:`vqacache.featurize.frame_folder`):
+the first frame is at 0 s, each next one ``1 / frames_fps`` later (option ``frames_fps``,
+default 3). The flat ``<frames_root>/<vid_name>/`` layout is an assumption (the frames are
+not public; TVQA's are numbered ``00001.jpg``); any numbered ``.jpg`` / ``.png`` names work.
+A video file ``videos/<vid_name>.{mp4,mkv,webm}`` is preferred when present.
 No question types (``qtype`` None); official metric: accuracy (``standalone_eval/eval.py``,
 VALUE ``evaluate_vlep.py``).
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 from vqacache.cache_spec.errors import UsageError
@@ -41,7 +47,14 @@ from vqacache.featurize.datasets.checks import (
     require_split,
     videos_of,
 )
-from vqacache.featurize.datasets.paths import VideoFinder, video_dirs
+from vqacache.featurize.datasets.paths import (
+    FrameFolderFinder,
+    VideoFinder,
+    frame_rate_option,
+    frames_dir,
+    video_dirs,
+    video_or_frames,
+)
 from vqacache.featurize.datasets.records import QuestionRecord, VideoRecord
 from vqacache.featurize.datasets.registry import register_dataset
 
@@ -53,6 +66,7 @@ FILES = {
 }
 EXTENSIONS = ("mp4", "mkv", "webm")
 N_EVENTS = 2
+DEFAULT_FRAMES_FPS = Fraction(3)
 EXPECTED = "vlep_{train,dev,test}_release.jsonl (VLEP)"
 
 
@@ -89,11 +103,21 @@ class Vlep:
 
     name = NAME
 
-    def __init__(self, data_root: Path | None, *, video_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_root: Path | None,
+        *,
+        video_root: Path | None = None,
+        frames_root: Path | None = None,
+        frames_fps: Fraction = DEFAULT_FRAMES_FPS,
+    ) -> None:
         self.data_root = require_data_root(NAME, data_root, EXPECTED)
         self._files = split_files(NAME, self.data_root, FILES, EXPECTED)
         self._finder = VideoFinder(video_dirs(self.data_root, video_root, ("videos",)))
         self.video_root = self._finder.root
+        rate = frame_rate_option(NAME, "frames_fps", frames_fps)
+        self._frames = FrameFolderFinder(frames_dir(self.data_root, frames_root, "frames"), rate)
+        self.frames_root = self._frames.root
         self._questions: dict[str, list[QuestionRecord]] = {}
 
     def splits(self) -> tuple[str, ...]:
@@ -105,13 +129,14 @@ class Vlep:
             self._questions[split] = read_vlep(self._files[split], split)
         return list(self._questions[split])
 
-    def video_path(self, video_id: str) -> Path:
-        """``videos/<vid_name>.{mp4,mkv,webm}``, first present."""
-        return self._finder.find([f"{video_id}.{e}" for e in EXTENSIONS])
+    def video_record(self, video_id: str) -> VideoRecord:
+        """``videos/<vid_name>.{mp4,mkv,webm}``, first present, else ``frames/<vid_name>/``."""
+        files = [f"{video_id}.{e}" for e in EXTENSIONS]
+        return video_or_frames(video_id, self._finder, files, self._frames, [video_id])
 
     def videos(self, split: str | None = None) -> list[VideoRecord]:
         splits = self.splits() if split is None else (split,)
-        return videos_of((q for s in splits for q in self.questions(s)), self.video_path)
+        return videos_of((q for s in splits for q in self.questions(s)), self.video_record)
 
     def missing_videos(self, split: str | None = None) -> list[str]:
         return missing_ids(self.videos(split))

@@ -24,7 +24,13 @@ from vqacache.cache_spec.frame_selection import frame_indices
 from vqacache.featurize.datasets import QuestionRecord
 from vqacache.featurize.decode import DecodeError
 from vqacache.featurize.imageqa.registry import get_teacher
-from vqacache.featurize.imageqa.teacher import ImageQATeacher, input_size
+from vqacache.featurize.imageqa.teacher import (
+    ImageQATeacher,
+    TeacherQuestion,
+    VocabScores,
+    input_size,
+    rank_questions,
+)
 from vqacache.featurize.shard import DecodeArgs, VideoCallback, cached_pool, event_callback, open_task_store
 
 DEFAULT_FRAMES = 16
@@ -44,6 +50,8 @@ class TeacherArgs:
     """Open-ended: answers rescored in full per frame (the teacher's ``k_test``)."""
     tokenizer: str | None = None
     """A tokenizer directory or vocab file (default: the one beside the weights / in the HF cache)."""
+    score: str | None = None
+    """The teacher's answer score (``loglik``, ``blip``, ``albef``; None: the teacher's default)."""
 
 
 @dataclass(frozen=True)
@@ -83,24 +91,27 @@ _VOCABS: dict[tuple[TeacherArgs, str], Any] = {}
 def cached_teacher(args: TeacherArgs) -> ImageQATeacher:
     """The teacher for ``args``, built once per process."""
     if args not in _TEACHERS:
-        options = {"k_test": args.k} | ({"tokenizer": args.tokenizer} if args.tokenizer else {})
+        options = ({"k_test": args.k} | ({"tokenizer": args.tokenizer} if args.tokenizer else {})
+                   | ({"score": args.score} if args.score else {}))
         _TEACHERS[args] = get_teacher(args.name, args.weights, device=args.device, compute_dtype=args.compute_dtype,
                                       **options)
     return _TEACHERS[args]
 
 
-def teacher_decode(teacher: ImageQATeacher, fps: str, processes: int, timeout_s: float) -> DecodeArgs:
+def teacher_decode(teacher: ImageQATeacher, fps: str, processes: int, timeout_s: float,
+                   frames_fps: str | None = None) -> DecodeArgs:
     """How videos are decoded again for the teacher: the stored frames' fps grid, the short
-    side at the teacher's input size."""
-    return DecodeArgs(fps=fps, short_side=input_size(teacher), processes=processes, timeout_s=timeout_s)
+    side at the teacher's input size (``frames_fps``: the frame folders' rate, as in stage one)."""
+    return DecodeArgs(fps=fps, short_side=input_size(teacher), processes=processes, timeout_s=timeout_s,
+                      frames_fps=frames_fps)
 
 
 def prepare_teacher(args: TeacherArgs, fps: str, processes: int, timeout_s: float,
-                    vocab: tuple[str, ...] | None) -> str:
+                    vocab: tuple[str, ...] | None, frames_fps: str | None = None) -> str:
     """This process's one-off teacher start-up: build the teacher, start its decode pool;
     returns the TeacherSpec (JSON) it produces."""
     teacher = cached_teacher(args)
-    decode = teacher_decode(teacher, fps, processes, timeout_s)
+    decode = teacher_decode(teacher, fps, processes, timeout_s, frames_fps)
     pool = cached_pool(decode)
     spec = TeacherSpec(
         teacher=args.name,
@@ -225,31 +236,33 @@ class _VideoPlan:
 
     def score(self, teacher: ImageQATeacher, frames: dict[int, np.ndarray], vocab: Any, k: int,
               result: ImageQAResult) -> dict[str, np.ndarray]:
-        """The bundle's teacher arrays: each distinct frame set is encoded once for all its
-        questions (whole-video questions of a video share one)."""
+        """The bundle's teacher arrays: each distinct frame set is encoded once, and all the
+        questions about it are ranked in one batched call (whole-video questions of a video
+        share one frame set)."""
         F = max(len(s) for s in self.frame_sets)
         C = max([len(q.candidates) for q in self.rows] + ([k] if any(not q.candidates for q in self.rows) else []))
         probs = np.zeros((len(self.rows), F, C), np.float32)
         pts = np.full((len(self.rows), F), np.nan)
         index = np.full((len(self.rows), F, C), -1, np.int64) if any(not q.candidates for q in self.rows) else None
-        images: dict[tuple[int, ...], Any] = {}
-        for row, (q, chosen) in enumerate(zip(self.rows, self.frame_sets)):
-            key = tuple(int(i) for i in chosen)
-            if key not in images:
-                t0 = time.perf_counter()
-                images[key] = teacher.encode_images(np.stack([frames[i] for i in key]))
-                result.timings["imageqa_images"] += time.perf_counter() - t0
-                result.frames_encoded += len(key)
+        groups: dict[tuple[int, ...], list[int]] = {}  # frame set -> bundle rows asking about it
+        for row, chosen in enumerate(self.frame_sets):
+            groups.setdefault(tuple(int(i) for i in chosen), []).append(row)
+        for key, rows in groups.items():
             t0 = time.perf_counter()
+            images = teacher.encode_images(np.stack([frames[i] for i in key]))
+            result.timings["imageqa_images"] += time.perf_counter() - t0
+            result.frames_encoded += len(key)
+            t0 = time.perf_counter()
+            asked = [TeacherQuestion(self.rows[r].question, tuple(self.rows[r].candidates)) for r in rows]
             n = len(key)
-            if q.candidates:
-                probs[row, :n, : len(q.candidates)] = teacher.rank_candidates(images[key], q.question, list(q.candidates))
-            else:
-                scores = teacher.rank_vocab(images[key], q.question, vocab, k)
-                probs[row, :n, : scores.probs.shape[1]] = scores.probs
-                index[row, :n, : scores.index.shape[1]] = scores.index
+            for row, ranked in zip(rows, rank_questions(teacher, images, asked, vocab, k)):
+                if isinstance(ranked, VocabScores):
+                    probs[row, :n, : ranked.probs.shape[1]] = ranked.probs
+                    index[row, :n, : ranked.index.shape[1]] = ranked.index
+                else:
+                    probs[row, :n, : ranked.shape[1]] = ranked
+                pts[row, :n] = self.pts[list(key)]
             result.timings["imageqa_rank"] += time.perf_counter() - t0
-            pts[row, :n] = self.pts[list(key)]
         arrays = {"imageqa": probs, "imageqa_pts": pts}
         if index is not None:
             arrays["imageqa_index"] = index
