@@ -20,9 +20,11 @@ from conftest import SHARED_ANNOTATIONS
 
 from vqacache.cache_spec.errors import UnknownName, UsageError
 from vqacache.featurize.datasets import (
+    MissingVideos,
     QuestionRecord,
     VideoQADataset,
     answer_vocab_of,
+    check_videos,
     dry_run_report,
     get_dataset,
     list_datasets,
@@ -860,6 +862,9 @@ def test_tvqa_frame_folders_by_show_flat_and_video_preferred(tmp_path: Path) -> 
     ds = get_dataset("tvqa", tmp_path)
     assert ds.missing_videos() == ["house_s01e01_seg01_clip_01"]
     assert [(r.videos, r.missing) for r in dry_run_report(ds)] == [(5, 1)]
+    with pytest.raises(MissingVideos) as missing:  # the error names both places looked in
+        check_videos(ds)
+    assert f"no folder of frames under {frames}" in str(missing.value) and "\n" not in str(missing.value)
     moved = tmp_path / "elsewhere"
     (frames / "bbt_frames").rename(moved)
     other = get_dataset("tvqa", tmp_path, frames_root=moved, frames_fps=Fraction(30000, 1001))

@@ -80,8 +80,8 @@ def _relative(path: Path, root: Path) -> str:
 def check_videos(dataset: VideoQADataset, split: str | None = None) -> list[VideoRecord]:
     """Return the videos of ``split``, or raise one :class:`MissingVideos` naming the absent ones.
 
-    The message gives the count, the folder they were expected under and the first few
-    ``id -> relative path`` pairs, e.g. ``nextqa: 570 of 570 videos are missing under
+    The message gives the count, the folder they were expected under (and the adapter's
+    ``frames_root`` for benchmarks that ship frames) and the first few ``id -> relative path`` pairs, e.g. ``nextqa: 570 of 570 videos are missing under
     /data/nextqa/NExTVideo (first: 4010069381 -> NExTVideo/1025/4010069381.mp4, ...);
     check --data-root``.
     """
@@ -98,9 +98,11 @@ def check_videos(dataset: VideoQADataset, split: str | None = None) -> list[Vide
     )
     more = ", ..." if len(missing) > MAX_LISTED else ""
     where = f" of split {split!r}" if split is not None else ""
+    frames_root = getattr(dataset, "frames_root", None)  # adapters whose videos may be folders of frames
+    also = f", and no folder of frames under {frames_root}" if frames_root is not None else ""
     raise MissingVideos(
         f"{dataset.name}: {len(missing)} of {len(videos)} videos{where} are missing under "
-        f"{under} (first: {shown}{more}); check --data-root",
+        f"{under}{also} (first: {shown}{more}); check --data-root",
         missing=missing,
         total=len(videos),
     )
