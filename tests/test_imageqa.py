@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fake_teacher import IMAGE_SIZE, FakeTeacher, logits, softmax
 
-from vqacache.cache_spec import SpecMismatch, UnknownName, open_store
+from vqacache.cache_spec import SpecMismatch, UnknownName, UsageError, open_store
 from vqacache.cache_spec.frame_selection import frame_indices
 from vqacache.featurize.decode import decode_at_fps
 from vqacache.featurize.imageqa import registry
@@ -79,6 +79,8 @@ def test_teacher_probabilities_per_question_and_frame(tmp_path, demo_root, tiny_
 def test_unknown_teacher_fails_before_any_work(tmp_path, demo_root, tiny_clip):
     with pytest.raises(UnknownName, match="unknown image-QA teacher 'blipp'; available: albef, blip"):
         featurize(config(tmp_path, demo_root, tiny_clip, imageqa="blipp"))
+    with pytest.raises(UsageError, match="--imageqa-score 'albef': teacher blip takes loglik, blip"):
+        featurize(config(tmp_path, demo_root, tiny_clip, imageqa="blip", imageqa_score="albef"))
     assert not list(tmp_path.iterdir())
 
 

@@ -49,7 +49,7 @@ from vqacache.featurize.datasets import (
 from vqacache.featurize.decode import DEFAULT_FPS
 from vqacache.featurize.device import check_device_options
 from vqacache.featurize.encoders import resolve_name
-from vqacache.featurize.imageqa import list_teachers
+from vqacache.featurize.imageqa import list_teachers, teacher_scores
 from vqacache.featurize.imageqa.task import (
     DEFAULT_FRAMES,
     DEFAULT_K,
@@ -222,6 +222,10 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
     check_device_options(config.device, config.compute_dtype)
     if config.imageqa and config.imageqa not in list_teachers():
         raise UnknownName(f"unknown image-QA teacher {config.imageqa!r}; available: {', '.join(list_teachers())}")
+    if config.imageqa and config.imageqa_score and config.imageqa_score not in teacher_scores(config.imageqa):
+        scores = teacher_scores(config.imageqa)
+        raise UsageError(f"--imageqa-score {config.imageqa_score!r}: teacher {config.imageqa} takes "
+                         + (", ".join(scores) if scores else "no score choice"))
     if config.workers == 0 and not config.scheduler:
         return _run(config, dataset, splits, args, fps, _InlineRunner(), reporter, t_start)
     from vqacache.featurize.cluster import connect, scheduler_warnings  # dask only when used

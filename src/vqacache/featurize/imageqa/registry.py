@@ -21,6 +21,15 @@ def list_teachers() -> list[str]:
     return sorted(TEACHERS)
 
 
+def teacher_scores(name: str) -> tuple[str, ...]:
+    """The answer scores teacher ``name`` accepts (its module's ``SCORES``; ``()`` if it has
+    no choice), so a bad ``--imageqa-score`` fails before any work."""
+    if name not in TEACHERS:
+        raise UnknownName(f"unknown image-QA teacher {name!r}; available: {', '.join(list_teachers())}")
+    module = importlib.import_module(TEACHERS[name].partition(":")[0])
+    return tuple(getattr(module, "SCORES", ()))
+
+
 def get_teacher(name: str, weights: str | None = None, *, device: str = "cpu", compute_dtype: str = "float32",
                 **options: Any) -> ImageQATeacher:
     """Build teacher ``name`` with ``weights`` (None: its default checkpoint; a hub name, a
