@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from vqacache.cache_spec.errors import UsageError, VqaCacheError
-from vqacache.featurize.frame_plan import FramePlan, plan_frames
+from vqacache.featurize.frame_plan import FramePlan, fraction_str, parse_rate, plan_frames
 
 DEFAULT_FPS = Fraction(15, 2)
 """Default output frame rate, 7.5 fps."""
@@ -207,7 +207,7 @@ def iter_decode_at_fps(
             raised after some chunks were yielded.
         UsageError: bad ``fps``, ``short_side``, ``chunk_frames``, ``backend`` or ``frames_fps``.
     """
-    fps_q = _parse_fps(fps)
+    fps_q = parse_rate(fps)
     if short_side is not None and not _positive_int(short_side):
         raise UsageError(f"short_side must be a positive integer or None, got {short_side!r}")
     if not _positive_int(chunk_frames):
@@ -238,9 +238,9 @@ def iter_decode_at_fps(
         mirrored=probe.orientation.mirrored,
         out_width=out_w,
         out_height=out_h,
-        time_base=_fraction_str(probe.time_base),
-        native_fps=_fraction_str(plan.native_fps),
-        fps=_fraction_str(fps_q),
+        time_base=fraction_str(probe.time_base),
+        native_fps=fraction_str(plan.native_fps),
+        fps=fraction_str(fps_q),
         n_source_frames=plan.n_source_frames,
         n_frames=plan.n_frames,
         n_repeats=plan.n_repeats,
@@ -413,7 +413,7 @@ def _probe(path: Path, fps: Fraction) -> _Probe:
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError) as e:
-        raise DecodeError("unreadable", f"{path}: not a readable media file ({_one_line(e)})")
+        raise DecodeError("unreadable", f"{path}: not a readable media file ({one_line(e)})")
     with container:
         fmt = container.format.name
         if fmt in UNREADABLE_FORMATS:
@@ -442,7 +442,7 @@ def _probe(path: Path, fps: Fraction) -> _Probe:
             if first is None and ticks:
                 first = next(iter(stream.decode(None)), None)
         except av.FFmpegError as e:
-            raise DecodeError("decode-error", f"{path}: {_one_line(e)}")
+            raise DecodeError("decode-error", f"{path}: {one_line(e)}")
         if stream.frames and n_slots < stream.frames:
             raise DecodeError(
                 "decode-error",
@@ -514,7 +514,7 @@ def _open_decord_if_reliable(probe: _Probe) -> tuple[Any, str | None]:
         reader = VideoReader(str(probe.path), ctx=cpu(0))
         problem = _decord_problem(reader, probe)
     except Exception as e:  # decord raises its own DECORDError and plain RuntimeErrors
-        return None, f"decord failed: {_one_line(e)}"
+        return None, f"decord failed: {one_line(e)}"
     return (reader, None) if problem is None else (None, problem)
 
 
@@ -564,7 +564,7 @@ def _iter_decord(
         try:
             batch = reader.get_batch(unique.tolist()).asnumpy()  # (u, H, W, 3)
         except Exception as e:
-            raise DecodeError("decode-error", f"{probe.path}: decord: {_one_line(e)}")
+            raise DecodeError("decode-error", f"{probe.path}: decord: {one_line(e)}")
         if batch.shape[1:] != probe.first_frame.shape:
             raise DecodeError("decode-error", f"{probe.path}: decord frame shape {batch.shape}")
         yield transform(batch)[inverse]
@@ -595,7 +595,7 @@ def _iter_pyav(probe: _Probe, chunk_frames: int, transform: Transform) -> Iterat
                     if chunk.size == chunk_frames:
                         yield chunk.take()
         except av.FFmpegError as e:
-            raise DecodeError("decode-error", f"{probe.path}: frame {n_decoded}: {_one_line(e)}")
+            raise DecodeError("decode-error", f"{probe.path}: frame {n_decoded}: {one_line(e)}")
     if n_decoded != probe.plan.n_source_frames:
         raise DecodeError(
             "decode-error",
@@ -644,30 +644,17 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path))
     except av.FFmpegError as e:  # it opened a moment ago: changed under us
-        raise DecodeError("unreadable", f"{path}: {_one_line(e)}")
+        raise DecodeError("unreadable", f"{path}: {one_line(e)}")
 
 
 # -- small helpers ---------------------------------------------------------------------------
-
-
-def _parse_fps(value: float | str | Fraction) -> Fraction:
-    try:
-        fps = value if isinstance(value, Fraction) else Fraction(str(value))
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"fps must be a positive number such as 7.5 or 15/2, got {value!r}")
-    if isinstance(value, bool) or fps <= 0:
-        raise UsageError(f"fps must be positive, got {value!r}")
-    return fps
 
 
 def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _fraction_str(q: Fraction) -> str:
-    return f"{q.numerator}/{q.denominator}"
-
-
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+    """An exception as one line, ``"Type: message"`` (decode errors name their cause this way)."""
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text}" if text else type(e).__name__

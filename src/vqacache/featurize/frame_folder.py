@@ -32,16 +32,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vqacache.cache_spec.errors import UsageError
 from vqacache.featurize.decode import (
     ChunkBuilder,
     DecodedFrames,
     DecodeError,
     VideoInfo,
+    one_line,
     output_size,
     resize_short_side,
 )
-from vqacache.featurize.frame_plan import FramePlan, plan_frames
+from vqacache.featurize.frame_plan import FramePlan, fraction_str, parse_rate, plan_frames
 
 CODECS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 """Image extensions read (lower-cased) -> the codec recorded in :class:`VideoInfo`."""
@@ -122,7 +122,7 @@ def iter_decode_frame_folder(
         DecodeError: see the module docstring; may come after some chunks were yielded.
         UsageError: a ``frames_fps`` that is not a positive number.
     """
-    rate = parse_frames_fps(frames_fps)
+    rate = parse_rate(frames_fps, "frames_fps", "3 or 30000/1001")
     files = list_frames(folder)
     plan = plan_frame_folder(files.numbers, rate, fps)
     first = _read(files.paths[0])  # (h, w, 3); src_index[0] is always frame 0
@@ -139,17 +139,6 @@ def iter_decode_frame_folder(
             info=info,
         )
         k0 = k1
-
-
-def parse_frames_fps(value: float | str | Fraction) -> Fraction:
-    """``3``, ``"3"``, ``"30000/1001"`` or a Fraction -> a positive Fraction."""
-    try:
-        rate = value if isinstance(value, Fraction) else Fraction(str(value))
-    except (ValueError, ZeroDivisionError):
-        rate = None
-    if isinstance(value, bool) or rate is None or rate <= 0:
-        raise UsageError(f"frames_fps must be a positive number such as 3 or 30000/1001, got {value!r}")
-    return rate
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -175,7 +164,7 @@ def _read(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:  # PIL's failures
-        raise DecodeError("decode-error", f"{path}: {_one_line(e)}")
+        raise DecodeError("decode-error", f"{path}: {one_line(e)}")
 
 
 def _iter_planned(
@@ -215,20 +204,11 @@ def _info(files: FrameFiles, shape: tuple[int, ...], rate: Fraction, fps: Fracti
         mirrored=False,
         out_width=out_w,
         out_height=out_h,
-        time_base=_fraction_str(1 / rate),
-        native_fps=_fraction_str(plan.native_fps),
-        fps=_fraction_str(fps),
+        time_base=fraction_str(1 / rate),
+        native_fps=fraction_str(plan.native_fps),
+        fps=fraction_str(fps),
         n_source_frames=plan.n_source_frames,
         n_frames=plan.n_frames,
         n_repeats=plan.n_repeats,
         duration=float(plan.duration),
     )
-
-
-def _fraction_str(q: Fraction) -> str:
-    return f"{q.numerator}/{q.denominator}"
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__

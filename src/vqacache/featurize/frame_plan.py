@@ -33,6 +33,26 @@ from fractions import Fraction
 
 import numpy as np
 
+from vqacache.cache_spec.errors import UsageError
+
+
+def parse_rate(value: float | str | Fraction, what: str = "fps", example: str = "7.5 or 15/2") -> Fraction:
+    """A frame rate given as ``7.5``, ``"15/2"``, ``"30000/1001"`` or a Fraction -> a positive
+    Fraction; anything else (a boolean, zero, text) is a one-line :class:`UsageError` naming
+    ``what``, e.g. ``frames_fps must be a positive number such as 3 or 30000/1001, got 'x'``."""
+    try:
+        rate = value if isinstance(value, Fraction) else Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        rate = None
+    if isinstance(value, bool) or rate is None or rate <= 0:
+        raise UsageError(f"{what} must be a positive number such as {example}, got {value!r}")
+    return rate
+
+
+def fraction_str(q: Fraction) -> str:
+    """A rate or time base as recorded: the exact fraction ``"15/2"``, ``"30000/1001"``, ``"3/1"``."""
+    return f"{q.numerator}/{q.denominator}"
+
 
 @dataclass(frozen=True)
 class FramePlan:

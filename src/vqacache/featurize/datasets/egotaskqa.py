@@ -56,13 +56,13 @@ from vqacache.featurize.datasets.checks import (
 from vqacache.featurize.datasets.paths import (
     FrameFolderFinder,
     VideoFinder,
-    frame_rate_option,
     frames_dir,
     video_dirs,
     video_or_frames,
 )
 from vqacache.featurize.datasets.records import QuestionRecord, VideoRecord
 from vqacache.featurize.datasets.registry import register_dataset
+from vqacache.featurize.frame_plan import parse_rate
 from vqacache.featurize.datasets.vocab import frequent_answers, require_train
 
 NAME = "egotaskqa"
@@ -147,7 +147,7 @@ class EgoTaskQA:
                 f"{NAME}: unknown split_type {split_type!r}; available: direct, indirect"
             )
         self.split_type = split_type
-        self.frame_rate = frame_rate_option(NAME, "frame_rate", frame_rate)
+        self.frame_rate = parse_rate(frame_rate, f"{NAME}: frame_rate", "25 or 30000/1001")
         folder = self.data_root / split_type
         folders = [folder] if folder.is_dir() else [self.data_root]
         self._files = {

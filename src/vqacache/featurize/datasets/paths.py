@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
-from vqacache.cache_spec.errors import UsageError
 from vqacache.featurize.datasets.records import VideoRecord
 
 
@@ -67,18 +66,6 @@ def frames_dir(data_root: Path, frames_root: Path | str | None, default: str) ->
     if frames_root is not None:
         return Path(frames_root).expanduser().resolve()
     return data_root / default
-
-
-def frame_rate_option(name: str, option: str, value: object) -> Fraction:
-    """An adapter's frame-rate option (``3``, ``"30000/1001"``, ``25.0``, a Fraction) as a
-    positive Fraction; anything else is a one-line :class:`UsageError`."""
-    try:
-        rate = value if isinstance(value, Fraction) else Fraction(str(value))
-    except (ValueError, ZeroDivisionError):
-        rate = None
-    if isinstance(value, bool) or rate is None or rate <= 0:
-        raise UsageError(f"{name}: {option} must be a positive number such as 3 or 30000/1001, got {value!r}")
-    return rate
 
 
 class FrameFolderFinder:

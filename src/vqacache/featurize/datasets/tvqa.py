@@ -58,13 +58,13 @@ from vqacache.featurize.datasets.checks import (
 from vqacache.featurize.datasets.paths import (
     FrameFolderFinder,
     VideoFinder,
-    frame_rate_option,
     frames_dir,
     video_dirs,
     video_or_frames,
 )
 from vqacache.featurize.datasets.records import QuestionRecord, VideoRecord
 from vqacache.featurize.datasets.registry import register_dataset
+from vqacache.featurize.frame_plan import parse_rate
 
 NAME = "tvqa"
 FILES = {
@@ -156,7 +156,7 @@ class TVQA:
         self._files = split_files(NAME, self.data_root, FILES, EXPECTED)
         self._finder = VideoFinder(video_dirs(self.data_root, video_root, ("videos",)))
         self.video_root = self._finder.root
-        rate = frame_rate_option(NAME, "frames_fps", frames_fps)
+        rate = parse_rate(frames_fps, f"{NAME}: frames_fps", "3 or 30000/1001")
         self._frames = FrameFolderFinder(frames_dir(self.data_root, frames_root, "frames_hq"), rate)
         self.frames_root = self._frames.root
         self._questions: dict[str, list[QuestionRecord]] = {}
