@@ -248,8 +248,12 @@ def test_a_run_has_one_frame_rate_for_its_frame_folders(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_featurize_tvqa_frame_folders_end_to_end(tmp_path: Path, tiny_clip: str) -> None:
-    """A TVQA-style data root with frames only: both clips stored complete, as frame folders."""
+def test_featurize_tvqa_frame_folders_end_to_end(tmp_path: Path, tiny_clip: str, monkeypatch) -> None:  # noqa: ANN001
+    """A TVQA-style data root with frames only: both clips stored complete, as frame folders,
+    and the image-QA pass decodes the same folders again (at the same rate) for the teacher."""
+    from vqacache.featurize.imageqa import registry
+
+    monkeypatch.setitem(registry.TEACHERS, "fake", "fake_teacher:build_fake_teacher")
     data = tmp_path / "tvqa"
     write_frames(data / "frames_hq" / "bbt_frames" / "s01e01_seg01_clip_00", range(1, 9))
     write_frames(data / "frames_hq" / "friends_s01e01_seg01_clip_00", range(1, 7))  # flat layout
@@ -261,7 +265,8 @@ def test_featurize_tvqa_frame_folders_end_to_end(tmp_path: Path, tiny_clip: str)
     assert cached_pool(PIPELINE_DECODE) is not None  # the pool the run below uses
     result = CliRunner().invoke(featurize_app, [
         "--dataset", "tvqa", "--data-root", str(data), "--encoder", tiny_clip, "--weights", "random",
-        "--cache-root", str(cache), "--no-patches", "--workers", "0"], catch_exceptions=False)
+        "--cache-root", str(cache), "--no-patches", "--workers", "0", "--imageqa", "fake", "--imageqa-frames", "3"],
+        catch_exceptions=False)
     assert result.exit_code == 0, result.output
     store = open_store(next(cache.glob("*/*.zarr")))
     assert store.complete_videos() == ["friends_s01e01_seg01_clip_00", "s01e01_seg01_clip_00"]
@@ -274,3 +279,7 @@ def test_featurize_tvqa_frame_folders_end_to_end(tmp_path: Path, tiny_clip: str)
         assert (source["container"], source["backend"], source["codec"]) == ("frame-folder", "frames", "jpeg")
         assert (source["native_fps"], source["n_source_frames"], source["n_frames"]) == ("3/1", n_source, plan.n_frames)
         assert source["path"].endswith(vid)
+    for qid in store.questions("test"):
+        q = store.read_question(qid)  # the segment 0.5-1.5 s: its frames, scored by the teacher
+        assert q.imageqa.shape == (3, 5) and np.allclose(q.imageqa.sum(axis=1), 1.0)
+        assert np.all((q.imageqa_pts >= 0.0) & (q.imageqa_pts <= 1.5)), q.imageqa_pts

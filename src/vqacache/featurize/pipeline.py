@@ -316,7 +316,7 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> Featu
     result.timings["text"] = time.perf_counter() - t_text
     if config.imageqa:
         t_teacher = time.perf_counter()
-        _imageqa(store, dataset, splits, config, runner, reporter, run_id, result)
+        _imageqa(store, dataset, splits, config, runner, reporter, run_id, result, decode.frames_fps)
         result.timings["imageqa"] = time.perf_counter() - t_teacher
     result.seconds = time.perf_counter() - t_start
     for s in stores:
@@ -399,8 +399,10 @@ def _write_text(store: FeatureStore, dataset: VideoQADataset, split: str, args: 
 
 
 def _imageqa(store: FeatureStore, dataset: VideoQADataset, splits: tuple[str, ...], config: FeaturizeConfig,
-             runner, reporter: Reporter, run_id: str, result: FeaturizeResult) -> None:  # noqa: ANN001
-    """Add the teacher's per-frame answer probabilities to every question bundle lacking them."""
+             runner, reporter: Reporter, run_id: str, result: FeaturizeResult,  # noqa: ANN001
+             frames_fps: str | None) -> None:
+    """Add the teacher's per-frame answer probabilities to every question bundle lacking them
+    (``frames_fps``: the run's folders of frames' rate, as the features pass decoded them)."""
     open_ended = any(not q.candidates for split in splits for q in dataset.questions(split))
     vocab = tuple(answer_vocab_of(dataset)) if open_ended else None
     if open_ended and not vocab:
@@ -410,7 +412,6 @@ def _imageqa(store: FeatureStore, dataset: VideoQADataset, splits: tuple[str, ..
     args = TeacherArgs(config.imageqa, config.imageqa_weights, config.device, config.compute_dtype,
                        config.imageqa_frames, k, config.imageqa_tokenizer, config.imageqa_score)
     fps = str(store.spec.sampling.fps)
-    frames_fps = frames_fps_of(_videos_of(dataset, splits))
     spec = TeacherSpec.from_json(runner.setup(prepare_teacher, args, fps, config.decode_processes,
                                               config.decode_timeout_s, vocab, frames_fps))
     teacher_fp = store.set_teacher_spec(spec, list(vocab) if vocab else None)
