@@ -83,6 +83,41 @@ def test_break_lease_frees_a_dead_holders_video_for_its_own_run_only(store):
     assert sorted(p.name for p in lease_dir(store.path).iterdir()) == ["v.json"]  # no leftovers
 
 
+def _hold(store_path: str, video_id: str, owner: str, ready) -> None:  # noqa: ANN001
+    """Child process: claim and keep a long lease, then wait to be killed."""
+    from vqacache.cache_spec.lease import try_claim as claim
+
+    assert claim(store_path, video_id, owner, ttl_s=600) is not None
+    ready.set()
+    time.sleep(600)
+
+
+def test_a_lease_whose_holder_was_killed_on_this_host_is_taken_at_once(store):
+    """kill -9 of a holder leaves its 10-minute lease behind: another process takes it over
+    at once, because the holder's pid is gone on this host. A live holder, or one on another
+    host, keeps its lease until it expires."""
+    import signal
+
+    ready = CTX.Event()
+    holder = CTX.Process(target=_hold, args=(str(store.path), "v", "killed-run", ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        assert store.claim("v", "rerun", ttl_s=600) is None  # alive: its lease holds
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(30)
+    assert read_lease(store.path, "v")["owner"] == "killed-run"
+    taken = store.claim("v", "rerun", ttl_s=600)
+    assert taken is not None and read_lease(store.path, "v")["owner"] == "rerun"
+    assert sorted(p.name for p in lease_dir(store.path).iterdir()) == ["v.json"]  # no leftovers
+
+    path = lease_dir(store.path) / "w.json"  # the same dead pid, but written on another host
+    record = json.loads(taken.path.read_text()) | {"video_id": "w", "host": "elsewhere", "pid": holder.pid}
+    path.write_text(json.dumps(record))
+    assert store.claim("w", "rerun", ttl_s=600) is None
+
+
 def test_expired_lease_is_stolen_and_the_loser_is_told(store):
     a = store.claim("v", "A", ttl_s=0.5, grace_s=0)
     assert store.claim("v", "B", ttl_s=30, grace_s=0) is None

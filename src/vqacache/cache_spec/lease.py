@@ -27,6 +27,14 @@ their own clocks, so clocks must agree to well within ``grace_s`` (NTP does this
 treats its lease as lost once its own clock passes ``expires``; others may steal it only
 ``grace_s`` later.
 
+A holder known to be dead does not have to be waited out: a lease written on this host by a
+process that no longer exists (killed with SIGKILL, OOM-killed, crashed) counts as expired at
+once (:func:`_holder_dead`), so rerunning after a kill redoes the killed run's videos straight
+away. On other hosts, and when the pid has been reused, the lease expires as usual. (Two
+containers that share a hostname but not a pid namespace could take a live holder for dead;
+that holder then loses its lease and gives up at its final check, so work is repeated, never
+mixed.)
+
 A lease is advisory and guarantees mutual exclusion only while its holder renews it in
 time: renew every ``ttl_s / 3`` (see :meth:`Lease.keep_alive`), and choose ``ttl_s`` much
 larger than the longest pause a process can suffer (and than the NFS attribute cache time,
@@ -335,8 +343,23 @@ def _identity(record: dict[str, Any]) -> str:
 
 
 def _expired(record: dict[str, Any], ttl_s: float, grace_s: float) -> bool:
+    """Stealable: past its expiry (plus ``grace_s``), or its holder is dead."""
     expires = record["mtime"] + ttl_s if record.get("unreadable") else record["expires"]
-    return time.time() > expires + grace_s
+    return time.time() > expires + grace_s or _holder_dead(record)
+
+
+def _holder_dead(record: dict[str, Any]) -> bool:
+    """The lease was written on this host by a process that no longer exists."""
+    pid = record.get("pid")
+    if record.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        return False
+    return False
 
 
 def _publish(path: Path, record: dict[str, Any]) -> bool:

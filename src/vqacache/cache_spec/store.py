@@ -375,7 +375,7 @@ class FeatureStore:
         video meanwhile), renews while working (``lease.keep_alive()`` or
         ``lease.renew_if_due()``), writes with ``write_video(..., lease=lease)`` and
         releases. A lease whose holder died is taken over ``ttl_s + grace_s`` after its
-        last renewal.
+        last renewal, or at once when the holder ran on this host and its process is gone.
         """
         self._require_writable()
         return try_claim(self.path, video_id, owner, ttl_s, grace_s=grace_s, kind=kind)
