@@ -51,7 +51,7 @@ from vqacache.featurize.imageqa.albef_rank import (
     rank_answers,
     score_pairs,
 )
-from vqacache.featurize.imageqa.teacher import Ranking, TeacherQuestion, VocabScores
+from vqacache.featurize.imageqa.teacher import Ranking, TeacherQuestion, VocabScores, no_frames
 
 RANKING = "albef-rank_answer-v1"
 """Identity of :mod:`.albef_rank` (the equations): recorded in the teacher spec."""
@@ -230,14 +230,11 @@ class AlbefTeacher:
                 raise ValueError("open-ended questions need the answer vocabulary")
             if k is not None and int(k) != self.k_test:
                 raise ValueError(f"k={k} but this teacher was built (and its spec written) with k_test={self.k_test}")
-        out: list[Ranking | None] = [None] * len(questions)
         n = len(images)
         if n == 0 or not questions:
-            for i, q in enumerate(questions):
-                kk = min(self.k_test, len(vocab)) if not q.candidates else 0
-                out[i] = (np.zeros((0, len(q.candidates)), np.float32) if q.candidates
-                          else VocabScores(np.zeros((0, kk), np.float32), np.zeros((0, kk), np.int64)))
-            return out  # type: ignore[return-value]
+            open_ended = any(not q.candidates for q in questions)
+            return no_frames(questions, min(self.k_test, len(vocab)) if open_ended else 0)
+        out: list[Ranking | None] = [None] * len(questions)
         ids, mask = tokenize(self.tokenizer, [pre_question(q.question) for q in questions], answer=False,
                              max_length=self.cfg.max_position_embeddings, device=self.device)  # (Q, Lq)
         with torch.no_grad(), autocast(self.device, self.compute_dtype):

@@ -73,7 +73,7 @@ from vqacache.featurize.encoders.hf_weights import (
 from vqacache.featurize.encoders.precision import autocast, check_compute_dtype
 from vqacache.featurize.encoders.preprocess import PREPROCESS_IMPL, ImageTransform
 from vqacache.featurize.encoders.weights import RANDOM_INIT, init_random_, sha256_file
-from vqacache.featurize.imageqa.teacher import Ranking, TeacherQuestion, VocabScores
+from vqacache.featurize.imageqa.teacher import Ranking, TeacherQuestion, VocabScores, no_frames
 
 DEFAULT_WEIGHTS = "Salesforce/blip-vqa-base"
 RANKING = "blip-answer-loglik-v1"
@@ -266,13 +266,9 @@ class BlipTeacher:
                 raise ValueError("open-ended questions need the answer vocabulary")
             if k != self.k_test:
                 raise ValueError(f"k={k} but this teacher was built (and its spec written) with k_test={self.k_test}")
-        out: list[Ranking | None] = [None] * len(questions)
         if n_frames == 0:
-            for i, q in enumerate(questions):
-                kk = min(k, len(vocab)) if not q.candidates else 0
-                out[i] = (np.zeros((0, len(q.candidates)), np.float32) if q.candidates
-                          else VocabScores(np.zeros((0, kk), np.float32), np.zeros((0, kk), np.int64)))
-            return out  # type: ignore[return-value]
+            return no_frames(questions, min(k, len(vocab)) if oe else 0)
+        out: list[Ranking | None] = [None] * len(questions)
         states, qmask = self._question_states(images, [q.question for q in questions])  # (Q * F, Lq, H)
         if mc:
             for i, probs in zip(mc, self._rank_choices(states, qmask, [questions[i] for i in mc], mc, n_frames)):

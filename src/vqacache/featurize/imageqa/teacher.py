@@ -81,6 +81,17 @@ class ImageQATeacher(Protocol):
         ...
 
 
+def no_frames(questions: Sequence[TeacherQuestion], k: int) -> list[Ranking]:
+    """What ranking ``questions`` on zero frames gives: (0, C) probabilities per multiple-choice
+    question, empty :class:`VocabScores` (0, ``k``) per open-ended one (``k``: the answers
+    kept, min(k_test, V))."""
+    return [
+        np.zeros((0, len(q.candidates)), np.float32) if q.candidates
+        else VocabScores(np.zeros((0, k), np.float32), np.zeros((0, k), np.int64))
+        for q in questions
+    ]
+
+
 def rank_questions(
     teacher: ImageQATeacher, images: Any, questions: Sequence[TeacherQuestion], vocab: Any, k: int
 ) -> list[Ranking]:
