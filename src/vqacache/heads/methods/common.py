@@ -75,11 +75,24 @@ def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def answer_loss(logits: Tensor, answer: Tensor) -> Tensor:
-    """Cross-entropy over labelled rows (answer >= 0); 0 when none is labelled."""
+    """Cross-entropy over labelled rows (answer >= 0); 0 when none is labelled.
+
+    The zero is the sum over no rows, still attached to the graph (its gradient is zero), never
+    ``logits.sum() * 0``: padded candidates are ``-inf``, and ``-inf * 0`` is NaN.
+    """
     labelled = answer >= 0
     if not labelled.any():
-        return logits.sum() * 0.0
+        return logits[labelled].sum()  # () zero
     return F.cross_entropy(logits[labelled], answer[labelled])
+
+
+def zero_loss(model: nn.Module) -> Tensor:
+    """A zero loss whose backward gives every trainable parameter a zero gradient (a batch
+    with nothing to learn from: no labelled row)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return torch.zeros(())
+    return torch.stack([p.reshape(-1)[:0].sum() for p in params]).sum()  # sums over no elements
 
 
 def plain_loss(model: nn.Module, batch: dict[str, Any], args: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:

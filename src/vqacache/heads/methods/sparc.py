@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from vqacache.cache_spec.errors import UnknownName
 from vqacache.heads.data import MissingTeacher
 from vqacache.heads.methods import uniform, videodistill
-from vqacache.heads.methods.common import Method, plain_predict, soft_cross_entropy
+from vqacache.heads.methods.common import Method, plain_predict, soft_cross_entropy, zero_loss
 
 BACKBONES = {"uniform": uniform.METHOD, "videodistill": videodistill.METHOD}
 DEFAULTS = {
@@ -93,6 +93,9 @@ def loss(model: nn.Module, batch: dict[str, Any], args: dict[str, Any]) -> tuple
             "questions); this store has none for some training questions"
         )
     labelled = batch["answer"] >= 0
+    if not bool(labelled.any()):  # every term is a mean over labelled rows: over none it is NaN
+        zero = zero_loss(model)
+        return zero, {"loss": 0.0, "l_g": 0.0, "l_c": 0.0, "l_s": 0.0}
     batch = {k: (v[labelled] if isinstance(v, Tensor) and v.shape[:1] == labelled.shape else v) for k, v in batch.items()}
     frame_mask = batch["frame_mask"]  # (B, N)
     B, N = frame_mask.shape
