@@ -196,7 +196,7 @@ def test_write_video_checks_the_lease_before_the_marker(store):
             _expire(a)
             b = store.claim("v", "B", ttl_s=30, grace_s=0)
             assert b is not None
-    assert not store.is_complete("v") and store.incomplete_videos() == ["v"]  # left to its new holder
+    assert not store.is_complete("v") and store.incomplete_videos() == [] and store.temporaries() == []  # nothing of A left
     with pytest.raises(LeaseLost):
         with store.write_video("v", lease=a):
             pass

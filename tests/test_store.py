@@ -155,7 +155,7 @@ def test_hand_edited_spec_is_detected(store):
         open_store(store.path)
 
 
-@pytest.mark.parametrize("bad", ["", "../escape", "a/../../b", "/abs", "a//b", "a\\b", "x\x00y", ".", "a/./b", "x" * 300])
+@pytest.mark.parametrize("bad", ["", "../escape", "a/../../b", "/abs", "a//b", "a\\b", "x\x00y", ".", "a/./b", "x" * 5000])
 def test_bad_video_ids_are_refused(store, bad):
     with pytest.raises(InvalidVideoId):
         write(store, bad, fake_video(2))

@@ -6,7 +6,13 @@ import platform
 import sys
 from importlib import metadata
 
-_PACKAGES = ("vqacache", "torch", "torchvision", "open_clip_torch", "transformers", "decord", "av", "zarr", "numpy")
+_PACKAGES = (
+    "vqacache", "torch", "torchvision", "open_clip_torch", "transformers", "timm",
+    "decord2", "av", "pillow", "zarr", "numpy",
+)
+"""Distributions, not modules: ``decord2`` provides the module ``decord`` (stores written
+before the switch record ``decord``, the unmaintained 0.6.0); ``timm`` builds ALBEF's ViT;
+``pillow`` decodes folders of frames."""
 
 
 def producing_environment() -> dict[str, str]:

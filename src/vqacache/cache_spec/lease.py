@@ -19,7 +19,8 @@ later):
   (``O_CREAT | O_EXCL``), so only one process at a time may steal that lease; re-read the
   lease; move it away with ``os.rename``; re-check what was moved (put it back if it is not
   expired after all); publish the new lease with ``os.link`` as in a claim;
-- *renew*: check the token is still ours, then rewrite with ``os.replace``;
+- *renew*: ``os.rename`` the lease to a private name, check its token is ours, publish the
+  renewed record with ``os.link`` as in a claim (never overwriting another holder's lease);
 - *release*: check the token, ``os.rename`` away, check again, delete.
 
 Expiry is wall-clock time (``time.time()``) written by the holder and compared by others on
@@ -35,11 +36,15 @@ containers that share a hostname but not a pid namespace could take a live holde
 that holder then loses its lease and gives up at its final check, so work is repeated, never
 mixed.)
 
-A lease is advisory and guarantees mutual exclusion only while its holder renews it in
-time: renew every ``ttl_s / 3`` (see :meth:`Lease.keep_alive`), and choose ``ttl_s`` much
-larger than the longest pause a process can suffer (and than the NFS attribute cache time,
-60 s by default). Writers check their lease once more just before marking a video complete
-(``FeatureStore.write_video(..., lease=...)``).
+A lease is advisory: it tells a live holder from a dead or stalled one, and the store's
+publish-by-rename (``cache_spec/video_writer.py``) makes it safe when it is wrong. A holder
+renews from a background thread (:class:`Heartbeat`, :meth:`Lease.keep_alive`), independent of
+how long its work between two checks takes, so a live holder never loses a lease of a few
+seconds; a stalled (SIGSTOP, paused job) or dead one loses it ``ttl_s + grace_s`` after its last
+renewal. Writers check their lease once more just before publishing a video; should a stalled
+writer resume between that check and its rename, the rename itself decides: one group wins,
+the other writer's temporary is removed. On NFS choose ``ttl_s`` larger than the attribute
+cache time (60 s by default).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -141,25 +147,45 @@ class Lease:
 
         Raises :class:`LeaseLost` (and sets ``lost``) when the lease already expired (another
         process may be stealing it right now) or another process holds it.
+
+        Compare-and-swap by rename, so a renewal can never overwrite another holder's lease,
+        however long this process stalls in the middle: the lease file is first renamed to a
+        private name (atomic: of several processes moving it, one wins), checked to be ours,
+        and the renewed record is then published under the lease's name with an exclusive
+        ``link`` (which fails if a claimant took the free name meanwhile: the lease is lost,
+        and work is repeated, never mixed).
         """
         with self._lock:
             if self.lost or self.released:
                 raise LeaseLost(f"lease on {self.video_id!r} was {'lost' if self.lost else 'released'}")
             current = _read(self.path)
             if current is None or current.get("token") != self.token:
-                self.lost = self._taken_over = True
-                holder = "nobody" if current is None else f"{current.get('owner')} on {current.get('host')}"
-                raise LeaseLost(f"lease on {self.video_id!r} was taken over (now held by {holder})")
+                self._lose(current)
             if time.time() > self.expires:
                 self.lost = True
                 raise LeaseLost(f"lease on {self.video_id!r} expired {-self.remaining():.1f}s before its renewal")
+            moved = self.path.with_name(f".{self.path.name}.renew-{uuid.uuid4().hex}")
+            try:
+                os.rename(self.path, moved)
+            except FileNotFoundError:
+                self._lose(None)
+            current = _read(moved)
+            if current is None or current.get("token") != self.token:
+                _restore(moved, self.path)  # not ours: put the holder's lease back
+                self._lose(current)
             now = time.time()
             ttl = self.ttl_s if ttl_s is None else float(ttl_s)
             record = {**self.record, "ttl_s": ttl, "renewed": now, "expires": now + ttl}
-            tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
-            _write_file(tmp, record)
-            os.replace(tmp, self.path)
+            published = _publish(self.path, record)
+            _unlink(moved)
+            if not published:  # a claimant took the name while it was free
+                self._lose(_read(self.path))
             self.record = record
+
+    def _lose(self, holder_record: dict[str, Any] | None) -> None:
+        self.lost = self._taken_over = True
+        holder = "nobody" if holder_record is None else f"{holder_record.get('owner')} on {holder_record.get('host')}"
+        raise LeaseLost(f"lease on {self.video_id!r} was taken over (now held by {holder})")
 
     def renew_if_due(self) -> None:
         """Renew when a third of the ttl has passed since the last renewal (cheap to call often)."""
@@ -223,6 +249,60 @@ class Lease:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class Heartbeat:
+    """Renews every lease it holds from one background thread, so renewals never wait for
+    the work between two checks (an encoder batch, a slow write).
+
+    ``with Heartbeat() as beat: beat.add(lease) ... beat.discard(lease)``. A lease is renewed
+    once a third of its ttl has passed; the thread wakes every sixth of the shortest ttl. A
+    renewal that finds the lease taken over sets ``lease.lost`` (the holder drops the video); a
+    transient filesystem error is retried at the next beat.
+    """
+
+    def __init__(self) -> None:
+        self._leases: dict[int, Lease] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases[id(lease)] = lease
+
+    def discard(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.pop(id(lease), None)
+
+    def _interval(self) -> float:
+        with self._lock:
+            ttls = [lease.ttl_s for lease in self._leases.values()]
+        return min(ttls, default=6.0) / 6
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval()):
+            with self._lock:
+                leases = list(self._leases.values())
+            for lease in leases:
+                if lease.lost or lease.released:
+                    continue
+                try:
+                    lease.renew_if_due()
+                except LeaseLost:
+                    continue  # renew() set ``lost``
+                except OSError:
+                    continue  # transient: next beat
+
+    def __enter__(self) -> Heartbeat:
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def try_claim(
@@ -405,9 +485,10 @@ def _steal_if_expired(path: Path, ttl_s: float, grace_s: float) -> bool:
     record = _read(path)
     if record is None or not _expired(record, ttl_s, grace_s):
         return False  # absent: released meanwhile, or being stolen by another process
-    ticket = path.with_name(f".{path.name}.steal-{_identity(record)}")
-    if not _take_ticket(ticket):
+    ticket = _take_ticket(path, _identity(record))
+    if ticket is None:
         return False  # another process is stealing this very lease
+    stolen = False
     try:
         # Holding the ticket, only this process may move this lease (same token). Re-read:
         # our first read may predate its theft and the publication of a new lease.
@@ -422,27 +503,40 @@ def _steal_if_expired(path: Path, ttl_s: float, grace_s: float) -> bool:
         moved_record = _read(moved)
         if moved_record is None or _expired(moved_record, ttl_s, grace_s):
             _unlink(moved)
+            stolen = True
             return True
         _restore(moved, path)  # renewed in the last instant by its holder: give it back
         return False
     finally:
         _unlink(ticket)
+        if stolen:  # that lease is gone for good: its older, stale tickets are garbage now
+            for old in path.parent.glob(f".{glob_escape(path.name)}.steal-{_identity(record)}*"):
+                _unlink(old)
 
 
-def _take_ticket(ticket: Path) -> bool:
-    """Create ``ticket`` exclusively; a ticket left by a process that died mid-steal is
-    removed once older than :data:`TICKET_STALE_S`."""
+def _take_ticket(path: Path, identity: str) -> Path | None:
+    """Take the right to steal the lease ``identity`` at ``path``; the ticket's path, or None.
+
+    Tickets are created exclusively (``O_CREAT | O_EXCL``) under the names
+    ``.<lease>.steal-<identity>``, then ``...-<identity>.1``, ``.2``, ...: a ticket older than
+    :data:`TICKET_STALE_S` was left by a stealer that died mid-steal, and the next one is
+    tried instead. Stale tickets are never deleted here (deleting one could delete the fresh
+    ticket another stealer just created under that name): of two stealers who both find
+    ticket n stale, exactly one creates ticket n+1.
+    """
     record = {"host": socket.gethostname(), "pid": os.getpid()}
-    if _create_exclusive(ticket, record):
-        return True
-    try:
-        age = time.time() - ticket.stat().st_mtime
-    except FileNotFoundError:
-        return False
-    if age <= TICKET_STALE_S:
-        return False
-    _unlink(ticket)
-    return _create_exclusive(ticket, record)
+    base = path.with_name(f".{path.name}.steal-{identity}")
+    for generation in range(1000):
+        ticket = base if generation == 0 else base.with_name(f"{base.name}.{generation}")
+        if _create_exclusive(ticket, record):
+            return ticket
+        try:
+            age = time.time() - ticket.stat().st_mtime
+        except FileNotFoundError:
+            return None  # its holder finished just now
+        if age <= TICKET_STALE_S:
+            return None
+    return None
 
 
 def _restore(moved: Path, path: Path) -> None:
