@@ -10,7 +10,9 @@ For each file:
    exact integer pts and the time base, and decode only the first frame (display matrix,
    reference pixels). The pts, sorted into presentation order, give the
    :class:`~vqacache.featurize.frame_plan.FramePlan` (rule ``nearest-pts-v1``).
-2. **Choose a backend** for fetching the planned frames. decord is used only when it is
+2. **Choose a backend** for fetching the planned frames. decord (the maintained fork
+   ``decord2``, which keeps the module name ``decord``; the backend is labelled ``"decord"``
+   and the store's environment records the ``decord2`` version) is used only when it is
    judged reliable for the file (:func:`_decord_problem`): no display rotation/flip to
    apply, not an AVI with B-frames (there decord's timestamps are garbage and its random
    access returns wrong frames), an 8-bit pixel format, decord counts the same frames as
@@ -63,10 +65,11 @@ DECODE_ERROR_REASONS = (
 )
 """Why a video failed. The last two come only from :class:`~vqacache.featurize.decode_pool.DecodePool`."""
 BACKENDS = ("auto", "decord", "pyav")
+"""``decord`` is the module of the ``decord2`` distribution (the maintained fork of decord)."""
 
 DECORD_PIX_FMTS = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p")
-"""Pixel formats whose RGB conversion was checked identical in decord 0.6 and PyAV 18.
-(10-bit formats differ: decord converts them differently.)"""
+"""Pixel formats whose RGB conversion was checked identical in decord (0.6, and decord2 3.4)
+and PyAV 18. (10-bit formats differed: decord 0.6 converted them differently.)"""
 
 UNREADABLE_FORMATS = ("tty",)
 """Demuxers that accept any text as "video" (ANSI art); such files are unreadable to us."""
@@ -104,7 +107,7 @@ class VideoInfo:
 
     path: str
     backend: str
-    """"decord" or "pyav"; "frames" for a folder of frames."""
+    """"decord" (the decord2 package) or "pyav"; "frames" for a folder of frames."""
     fallback_reason: str | None
     """Why decord was not used (None when it was, and for a folder of frames)."""
     container: str
