@@ -31,6 +31,13 @@ the restored global RNG, the resumed run's losses equal those of an uninterrupte
 the same device). :func:`checkpoint_dataset` builds a split's dataset for a checkpoint with
 the same checks (evaluation).
 
+Loading a checkpoint never runs code: it holds only tensors and plain data (dicts, lists,
+tuples, str, int, float, bool, None; the numpy and Python RNG states as int64 tensors), is
+checked to be so before it is written (:func:`check_plain`), and is read with
+``torch.load(weights_only=True)``. A file holding anything else (a crafted pickle, a
+checkpoint of another program) is refused by :func:`load_checkpoint` with one line, before
+any of its objects is built.
+
 Validation is scored by the dataset's official scorer when one is registered
 (:func:`vqacache.heads.scoring.training_scorer`: the same code as ``vqa-eval``; ``val`` in
 the metrics is its result and ``val_acc`` its ``Acc``); NExT-QA and datasets without a
@@ -46,8 +53,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle  # only for its error type: nothing here unpickles
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,7 +77,10 @@ from vqacache.heads.scoring import training_scorer
 from vqacache.heads.scoring.training import score_validation
 from vqacache.heads.stores import ROLES, StoreSet
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+"""2: RNG states as tensors (plain data, loadable with ``weights_only=True``); 1 pickled numpy arrays."""
+
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 
 
 class Reporter(Protocol):
@@ -131,11 +143,16 @@ def _lr_lambda(total: int, warmup_steps: int) -> Callable[[int], float]:
 
 
 def _rng_state() -> dict[str, Any]:
+    """Every global RNG's state as tensors and plain numbers (no numpy objects: see the module doc)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    version, internal, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},  # keys (624,) uint32 values
+        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),  # (625,)
+                   "gauss_next": gauss_next},
     }
 
 
@@ -143,8 +160,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
 
 
 def _seed(seed: int) -> None:
@@ -153,7 +172,24 @@ def _seed(seed: int) -> None:
     random.seed(seed)
 
 
+def check_plain(obj: Any, where: str = "checkpoint") -> None:
+    """Raise TypeError unless ``obj`` is tensors and plain data only (dicts with str/int keys,
+    lists, tuples, str, int, float, bool, None): what ``torch.load(weights_only=True)`` reads
+    back without building any other object."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}, not str or int")
+            check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+    elif not isinstance(obj, _PLAIN) or (isinstance(obj, torch.Tensor) and type(obj) is not torch.Tensor):
+        raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}, not plain data")
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
+    check_plain(obj)  # a checkpoint must load with weights_only=True
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(obj, tmp)
@@ -168,13 +204,35 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A head checkpoint, read with ``weights_only=True``: a file holding anything but tensors
+    and plain data is refused (one-line :class:`UsageError`) before any object is built."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the refusal below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # disallowed globals, not a torch file, truncated zip: one line
+        raise UsageError(
+            f"{path} is not a vqacache head checkpoint that loads safely (tensors and plain data only; "
+            f"nothing else is unpickled): {_load_error_reason(exc)}"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UsageError(f"{path} is not a vqacache head checkpoint (format {CHECKPOINT_FORMAT})")
+        found = ckpt.get("format") if isinstance(ckpt, dict) else None
+        raise UsageError(f"{path} is not a vqacache head checkpoint of format {CHECKPOINT_FORMAT} (format {found!r})")
     return ckpt
+
+
+def _load_error_reason(exc: Exception) -> str:
+    """The line of a ``torch.load`` error that says what was refused. torch's framing lines
+    (one suggests retrying with ``weights_only=False``: not advice to pass on) are dropped."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    for line in str(exc).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line and not line.startswith(boilerplate):
+            return line if isinstance(exc, pickle.UnpicklingError) else f"{type(exc).__name__}: {line}"
+    return type(exc).__name__
 
 
 def checkpoint_fingerprints(ckpt: dict[str, Any]) -> dict[str, str]:
