@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from vqacache.cache_spec.errors import VqaCacheError
-from vqacache.cache_spec.keys import id_to_key, key_to_id
+from vqacache.cache_spec.keys import id_to_key
 
 LEASE_DIR_SUFFIX = ".leases"
 DEFAULT_GRACE_S = 5.0
@@ -371,9 +371,11 @@ def read_lease(store_path: str | Path, video_id: str) -> dict[str, Any] | None:
     return _read(lease_path(store_path, video_id))
 
 
-def active_leases(store_path: str | Path, *, grace_s: float = DEFAULT_GRACE_S) -> dict[str, dict[str, Any]]:
-    """``{video_id: record}`` of every lease not yet stealable."""
-    folder = lease_dir(store_path)
+def active_leases(
+    store_path: str | Path, *, grace_s: float = DEFAULT_GRACE_S, kind: str = "video"
+) -> dict[str, dict[str, Any]]:
+    """``{video_id: record}`` of every lease of ``kind`` not yet stealable."""
+    folder = lease_path(store_path, "x", kind).parent
     if not folder.is_dir():
         return {}
     now = time.time()
@@ -383,7 +385,7 @@ def active_leases(store_path: str | Path, *, grace_s: float = DEFAULT_GRACE_S) -
             continue
         record = _read(path)
         if record is not None and now <= record.get("expires", 0) + grace_s:
-            active[record.get("video_id", key_to_id(path.stem))] = record
+            active[record.get("video_id") or path.stem] = record
     return active
 
 

@@ -342,6 +342,18 @@ class FeatureStore:
             drift += [d for d in version_drift(dict(newest[1].attrs.get("versions") or {}), current) if d not in drift]
         return drift
 
+    def video_versions_summary(self) -> dict[str, int]:
+        """``{"torch 2.6.0, open_clip_torch 3.3.0, ...": number of videos}`` over the complete
+        videos (``"unrecorded"`` for videos written before versions were recorded)."""
+        counts: dict[str, int] = {}
+        for _, group in self._iter_groups(layout.VIDEOS):
+            if group.attrs.get("complete") is not True:
+                continue
+            versions = group.attrs.get("versions")
+            label = ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) if versions else "unrecorded"
+            counts[label] = counts.get(label, 0) + 1
+        return counts
+
     # -- leases: coordination of concurrent runs ------------------------------------------
 
     @property

@@ -13,6 +13,10 @@ checksum recomputed. Problems found:
 - ``missing``: with ``expected_ids``, ids that are neither complete nor recorded as failed;
   with ``expected_questions``, ``(split, video id)`` bundles that are not complete.
 
+Temporaries (groups being written under ``.tmp-<token>-<key>``, or left there by a killed
+writer; see :mod:`~vqacache.cache_spec.publish`) are counted but are not problems: no reader
+ever sees them. :func:`remove_stale_temporaries` deletes those no live lease holds.
+
 Recorded failures (``failed``: videos the featurizer could not decode) are listed but are not
 problems by themselves: they are a known, permanent property of the dataset, and a rerun would
 not change them. ``strict=True`` counts them as problems.
@@ -20,6 +24,7 @@ not change them. ``strict=True`` counts them as problems.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,8 +35,9 @@ from zarr.errors import ZarrUserWarning
 
 from vqacache.cache_spec import layout
 from vqacache.cache_spec.checksum import checksum_arrays
-from vqacache.cache_spec.keys import key_to_id
+from vqacache.cache_spec.keys import id_to_key, key_to_id
 from vqacache.cache_spec.lease import active_leases
+from vqacache.cache_spec.publish import is_temporary, remove_tree, temp_token
 from vqacache.cache_spec.store import FeatureStore
 
 Progress = Callable[[int, int, str], None]
@@ -62,6 +68,8 @@ class VerifyReport:
     missing: list[Problem] = field(default_factory=list)
     failed: list[Problem] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    temporaries: int = 0
+    """Temporary groups found (in progress, or left by killed writers); not problems."""
     expected_checked: bool = False
     strict: bool = False
 
@@ -91,6 +99,8 @@ class VerifyReport:
         ]
         if self.unexpected:
             parts.append(f"{len(self.unexpected)} complete but not expected")
+        if self.temporaries:
+            parts.append(f"{self.temporaries} temporaries (invisible to readers)")
         return ("OK: " if self.clean else "PROBLEMS: ") + ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +117,7 @@ class VerifyReport:
             "missing": rows(self.missing),
             "failed": rows(self.failed),
             "unexpected": list(self.unexpected),
+            "temporaries": self.temporaries,
             "expected_checked": self.expected_checked,
             "strict": self.strict,
         }
@@ -129,8 +140,10 @@ def verify_store(
         (key_to_id(split_key), key, group)
         for split_key, split_group in _children(store.root, layout.QUESTIONS)
         for key, group in split_group.groups()
-        if not key.startswith(".tmp-")  # a bundle being written (published by rename)
+        if not is_temporary(key)  # a bundle being written (published by rename)
     ]
+    videos = [(key, group) for key, group in videos if not is_temporary(key)]
+    report.temporaries = len(store.temporaries())
     leases = active_leases(store.path)
     required = _required_arrays(store)
     total = len(videos) + len(bundles)
@@ -140,7 +153,11 @@ def verify_store(
 
     complete: set[str] = set()
     for key, group in videos:
-        video_id = str(group.attrs.get("video_id", key_to_id(key)))
+        video_id = str(group.attrs.get("video_id", key))
+        if id_to_key(video_id) != key:  # a foreign or renamed folder: its data is not this id's
+            report.corrupt.append(Problem("corrupt", "video", video_id, f"stored under key {key!r}, which is not this id's"))
+            checked += 1
+            continue
         if group.attrs.get("complete") is not True:
             report.incomplete.append(Problem("incomplete", "video", video_id, _in_progress(leases.get(video_id))))
         else:
@@ -156,7 +173,7 @@ def verify_store(
 
     complete_bundles: set[tuple[str, str]] = set()
     for split, key, group in bundles:
-        video_id = str(group.attrs.get("video_id", key_to_id(key)))
+        video_id = str(group.attrs.get("video_id", key))
         name = f"{split}/{video_id}"
         if group.attrs.get("complete") is not True:
             report.incomplete.append(Problem("incomplete", "questions", name, "no completion marker"))
@@ -239,3 +256,23 @@ def _in_progress(lease: dict[str, Any] | None) -> str:
     if lease is None:
         return "no completion marker (crashed or interrupted writer)"
     return f"no completion marker; being written by {lease.get('owner')} on {lease.get('host')}"
+
+
+def remove_stale_temporaries(store: FeatureStore, min_age_s: float = 600.0) -> list[str]:
+    """Delete the temporary groups that no writer will publish: those whose token no live
+    lease carries and that nothing touched for ``min_age_s`` seconds (a question bundle's
+    temporary has no lease: its age alone decides). Returns the removed folders' names."""
+    held = {str(r.get("token", ""))[:16] for kind in ("video", "imageqa") for r in active_leases(store.path, kind=kind).values()}
+    now = time.time()
+    removed = []
+    for path in store.temporaries():
+        if temp_token(path.name) in held:
+            continue
+        try:
+            newest = max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.rglob("*"))])
+        except FileNotFoundError:
+            continue  # published or removed by its writer just now
+        if now - newest >= min_age_s:
+            remove_tree(path)
+            removed.append(str(path.relative_to(store.path)))
+    return removed

@@ -54,10 +54,17 @@ class FrameBatcher:
 
     ``encode``: (n, H, W, 3) uint8 -> {name: (n, ...) tensor}. Frames of one batch must share
     one size: chunks of a different size than the queue's head are encoded separately.
+    ``on_error(exc, sinks)``: when given, an exception of ``encode`` drops every video with
+    frames in that batch and reports their sinks there, and batching goes on; without it the
+    exception propagates.
     """
 
-    def __init__(self, encode: Callable[[np.ndarray], dict[str, torch.Tensor]], batch_size: int) -> None:
+    def __init__(
+        self, encode: Callable[[np.ndarray], dict[str, torch.Tensor]], batch_size: int,
+        on_error: Callable[[Exception, list[ChunkSink]], None] | None = None,
+    ) -> None:
         self.encode = encode
+        self.on_error = on_error
         self.batch_size = batch_size
         self.queue: deque[_Pending] = deque()
         self.frames_encoded = 0
@@ -113,7 +120,16 @@ class FrameBatcher:
             take.append((p, p.done, p.done + n))
             room -= n
         frames = np.concatenate([p.frames[a:b] for p, a, b in take])
-        out = self.encode(frames)
+        try:
+            out = self.encode(frames)
+        except Exception as exc:
+            if self.on_error is None:
+                raise
+            videos = list({id(p.video): p.video for p, _, _ in take}.values())
+            for video in videos:
+                self.drop_video(video)
+            self.on_error(exc, [video.sink for video in videos])
+            return
         self.forwards += 1
         self.frames_encoded += len(frames)
         offset = 0

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from vqacache.cache_spec import FeatureStore, SamplingSpec, StoreError, open_store
-from vqacache.cache_spec.lease import LeaseLost
+from vqacache.cache_spec.lease import DEFAULT_GRACE_S, Heartbeat, Lease, LeaseLost
+from vqacache.cache_spec.video_writer import VideoWriter
 from vqacache.featurize.batcher import FrameBatcher
 from vqacache.featurize.datasets import QuestionRecord
 from vqacache.featurize.decode import DecodeError
@@ -89,6 +90,8 @@ class ShardResult:
     failed: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     """Complete already, recorded as failed, or claimed by another run, in every target."""
+    lost: list[str] = field(default_factory=list)
+    """Videos whose lease another run took over mid-way (it stalled): left to that run."""
     written: dict[str, int] = field(default_factory=dict)
     """store path -> videos this task completed in it."""
     timings: dict[str, float] = field(default_factory=lambda: {"decode_wait": 0.0, "encode": 0.0, "write": 0.0})
@@ -175,31 +178,45 @@ def run_shard(task: ShardTask, on_video: VideoCallback | None = None) -> ShardRe
     metadata only.
 
     Each video is decoded once (in the decode children, read ahead) and its frames go to the
-    targets that still need it, each claimed with a lease in that target's store. Progress
-    per video goes to ``on_video`` or, when ``task.progress_topic`` is set and this runs on a
-    Dask worker, to that topic as a ``{"video", "frames", "failure"}`` event (the client
-    subscribes to it), so a progress bar moves per video, not per shard.
+    targets that still need it, each claimed with a lease in that target's store and kept
+    alive by one heartbeat thread. Every video is isolated: any exception while featurizing it
+    (decode, encoder, out of memory, non-finite output, a failed write) is recorded for that
+    video with its class and the shard goes on; a lease lost to another run drops the video
+    silently (counted in ``lost``). Progress per video goes to ``on_video`` or, when
+    ``task.progress_topic`` is set and this runs on a Dask worker, to that topic as a
+    ``{"video", "frames", "failure"}`` event (the client subscribes to it), so a progress bar
+    moves per video, not per shard.
     """
     on_video = on_video or event_callback(task.progress_topic)
     result = ShardResult()
     pending: dict[str, set[int]] = {}  # video -> targets still writing it
-    frames_of: dict[str, int] = {}
+    outcomes: dict[str, dict[int, Outcome]] = {}
 
-    def target_done(video_id: str, index: int, frames: int | None) -> None:
-        """Target ``index`` finished ``video_id`` (``frames`` None: it gave the video up)."""
+    def target_done(video_id: str, index: int, outcome: Outcome) -> None:
+        """Target ``index`` is through with ``video_id``; report the video once all are."""
+        if index not in pending.get(video_id, ()):
+            return
         pending[video_id].discard(index)
-        if frames is not None:
-            frames_of[video_id] = frames
-        if not pending[video_id]:
-            del pending[video_id]
-            if video_id in frames_of:
-                result.done[video_id] = frames_of.pop(video_id)
-                if on_video is not None:
-                    on_video(video_id, result.done[video_id], None)
-            else:
-                result.skipped.append(video_id)
+        outcomes.setdefault(video_id, {})[index] = outcome
+        if pending[video_id]:
+            return
+        del pending[video_id]
+        ends = outcomes.pop(video_id).values()
+        failures = [o.failure for o in ends if o.failure is not None]
+        frames = [o.frames for o in ends if o.frames is not None]
+        if failures:
+            result.failed[video_id] = failures[0]
+        elif frames:
+            result.done[video_id] = frames[0]
+        elif any(o.lost for o in ends):
+            result.lost.append(video_id)
+        else:
+            result.skipped.append(video_id)
+        if on_video is not None and (failures or frames):
+            on_video(video_id, frames[0] if frames and not failures else 0, failures[0] if failures else None)
 
-    sinks = [_Sink(i, t, task, result, target_done) for i, t in enumerate(task.targets)]
+    heartbeat = Heartbeat()
+    sinks = [_Sink(i, t, task, result, target_done, heartbeat) for i, t in enumerate(task.targets)]
     pool = cached_pool(task.decode)
 
     def claimed_videos():
@@ -213,44 +230,71 @@ def run_shard(task: ShardTask, on_video: VideoCallback | None = None) -> ShardRe
             yield video_id, path
 
     try:
-        for stream in pool.imap(claimed_videos()):
-            video_id = stream.video_id
-            mine = [sink for sink in sinks if sink.index in pending[video_id]]
-            try:
-                t0 = time.perf_counter()
-                for chunk in stream.chunks():
-                    result.timings["decode_wait"] += time.perf_counter() - t0
-                    for sink in mine:
-                        sink.add(video_id, chunk)
-                    for sink in sinks:
-                        sink.renew_leases()
+        with heartbeat:
+            for stream in pool.imap(claimed_videos()):
+                video_id = stream.video_id
+                mine = [sink for sink in sinks if sink.index in pending.get(video_id, ())]
+                try:
                     t0 = time.perf_counter()
-            except DecodeError as exc:
+                    for chunk in stream.chunks():
+                        result.timings["decode_wait"] += time.perf_counter() - t0
+                        for sink in mine:
+                            sink.add(video_id, chunk)
+                        t0 = time.perf_counter()
+                except DecodeError as exc:
+                    for sink in mine:
+                        sink.fail(video_id, exc.reason, str(exc))
+                    continue
                 for sink in mine:
-                    sink.fail(video_id, exc)
-                pending.pop(video_id, None)
-                result.failed[video_id] = f"{exc.reason}: {exc}"
-                if on_video is not None:
-                    on_video(video_id, 0, result.failed[video_id])
-                continue
-            for sink in mine:
-                sink.close(video_id)
-        for sink in sinks:
-            sink.flush()
+                    sink.close(video_id)
+            for sink in sinks:
+                sink.flush()
     finally:
         for sink in sinks:
-            sink.abort()  # interrupted: leave nothing half-written, free the leases
+            sink.abort()  # interrupted: remove our temporaries only, free the leases
     result.frames_encoded = sum(sink.batcher.frames_encoded for sink in sinks)
     result.forwards = sum(sink.batcher.forwards for sink in sinks)
     return result
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one target ended one video: written (``frames``), failed, lost, or none of these
+    (it was not needed after all)."""
+
+    frames: int | None = None
+    failure: str | None = None
+    lost: bool = False
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The reason recorded for a video: a decoder's own reason, else the exception's class."""
+    return getattr(exc, "reason", None) or type(exc).__name__
+
+
+class _VideoSink:
+    """The batcher's sink for one video in one target: appends to its writer; an exception
+    there fails this video only."""
+
+    def __init__(self, owner: _Sink, video_id: str) -> None:
+        self.owner, self.video_id = owner, video_id
+
+    def append(self, **blocks: Any) -> None:
+        writer = self.owner.writers.get(self.video_id)
+        if writer is None:
+            return  # failed or dropped meanwhile
+        try:
+            writer.append(**blocks)
+        except Exception as exc:  # noqa: BLE001 - isolate the video (e.g. non-finite output)
+            self.owner.fail(self.video_id, failure_reason(exc), str(exc))
 
 
 class _Sink:
     """One target inside a shard: its store, encoder, batcher, open writers and leases."""
 
     def __init__(self, index: int, target: Target, task: ShardTask, result: ShardResult,
-                 done: Callable[[str, int, int | None], None]) -> None:
-        self.index, self.task, self.result, self.done = index, task, result, done
+                 done: Callable[[str, int, Outcome], None], heartbeat: Heartbeat) -> None:
+        self.index, self.task, self.result, self.done, self.heartbeat = index, task, result, done, heartbeat
         self.store = open_task_store(target.store_path, target.fingerprint)
         self.encoder = cached_encoder(target.encoder)
         mine = self.encoder.feature_spec(self.store.spec.sampling, dtype=self.store.spec.dtype)
@@ -259,23 +303,26 @@ class _Sink:
                 f"this worker's encoder produces another spec than the store's ({'; '.join(self.store.spec.diff(mine))}); "
                 "check that every worker has the same weights and library versions"
             )
-        self.batcher = FrameBatcher(self._encode, task.batch_size or self.encoder.batch_size_hint)
+        self.batcher = FrameBatcher(self._encode, task.batch_size or self.encoder.batch_size_hint,
+                                    on_error=self._batch_failed)
         self.failed_before = set() if task.retry_failed else set(self.store.failures())
-        self.leases: dict[str, Any] = {}
-        self.writers: dict[str, tuple[Any, Any]] = {}
+        self.leases: dict[str, Lease] = {}
+        self.writers: dict[str, VideoWriter] = {}
         self.handles: dict[str, Any] = {}
 
     def claim(self, video_id: str) -> bool:
         """Whether this target takes ``video_id``: not complete, not failed before, and leased."""
         if self.store.is_complete(video_id) or video_id in self.failed_before:
             return False
-        lease = self.store.claim(video_id, self.task.owner, self.task.lease_ttl_s)
+        lease = self.store.claim(video_id, self.task.owner, self.task.lease_ttl_s,
+                                 grace_s=lease_grace(self.task.lease_ttl_s))
         if lease is None:  # another run is on it
             return False
         if self.store.is_complete(video_id):  # finished while we were claiming
             lease.release()
             return False
         self.leases[video_id] = lease
+        self.heartbeat.add(lease)
         return True
 
     def _encode(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
@@ -285,56 +332,114 @@ class _Sink:
         return out
 
     def add(self, video_id: str, chunk: Any) -> None:
+        """Queue one decoded chunk of ``video_id`` (ignored once the video failed or was lost)."""
+        lease = self.leases.get(video_id)
+        if lease is None:
+            return  # failed or lost earlier in this video
+        if lease.lost:
+            self._drop_lost(video_id)
+            return
         if video_id not in self.handles:
-            cm = self.store.write_video(video_id, lease=self.leases[video_id])
-            writer = cm.__enter__()
-            writer.group.attrs.update({"source": chunk.info.to_dict()})
-            self.writers[video_id] = (cm, writer)
-            self.handles[video_id] = self.batcher.open_video(writer, on_complete=lambda v=video_id: self._finish(v))
+            try:
+                writer = self.store.begin_video(video_id, {"source": chunk.info.to_dict()}, lease=lease)
+            except LeaseLost:
+                self._drop_lost(video_id)
+                return
+            except Exception as exc:  # noqa: BLE001
+                self.fail(video_id, failure_reason(exc), str(exc))
+                return
+            self.writers[video_id] = writer
+            self.handles[video_id] = self.batcher.open_video(_VideoSink(self, video_id),
+                                                             on_complete=lambda v=video_id: self._finish(v))
         self.batcher.add(self.handles[video_id], chunk)
 
     def close(self, video_id: str) -> None:
-        self.batcher.close_video(self.handles[video_id])
+        if video_id in self.handles:
+            self.batcher.close_video(self.handles[video_id])
 
     def _finish(self, video_id: str) -> None:
+        """All of the video's frames are written: publish it (checks the lease once more)."""
         t0 = time.perf_counter()
-        self.handles.pop(video_id)
-        cm, writer = self.writers.pop(video_id)
-        frames = None
+        self.handles.pop(video_id, None)
+        writer = self.writers.pop(video_id, None)
+        if writer is None:
+            return
         try:
-            cm.__exit__(None, None, None)  # flush + completion marker (checks the lease first)
-            frames = writer.n_frames
-            self.result.written[str(self.store.path)] = self.result.written.get(str(self.store.path), 0) + 1
+            writer.commit()
         except LeaseLost:  # we stalled past the lease and another run took the video over
-            pass
-        self.leases.pop(video_id).release()
-        self.result.timings["write"] += time.perf_counter() - t0
-        self.done(video_id, self.index, frames)
+            self._release(video_id)
+            self.done(video_id, self.index, Outcome(lost=True))
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. a full disk: this video only
+            self.fail(video_id, failure_reason(exc), str(exc))
+            return
+        finally:
+            self.result.timings["write"] += time.perf_counter() - t0
+        self.result.written[str(self.store.path)] = self.result.written.get(str(self.store.path), 0) + 1
+        self._release(video_id)
+        self.done(video_id, self.index, Outcome(frames=writer.n_frames))
 
-    def fail(self, video_id: str, exc: DecodeError) -> None:
+    def _batch_failed(self, exc: Exception, sinks: list[Any]) -> None:
+        """The encoder raised on a batch: fail every video with frames in it."""
+        for sink in sinks:
+            self.fail(sink.video_id, failure_reason(exc), f"encoder: {exc}")
+
+    def _forget(self, video_id: str) -> None:
+        """Stop feeding ``video_id``: drop its queued frames, remove its temporary group."""
         handle = self.handles.pop(video_id, None)
         if handle is not None:
             self.batcher.drop_video(handle)
-        if video_id in self.writers:
-            cm, _ = self.writers.pop(video_id)
-            cm.__exit__(type(exc), exc, None)  # removes the partial group
-        self.store.record_failure(video_id, exc.reason, str(exc))
-        self.leases.pop(video_id).release()
+        writer = self.writers.pop(video_id, None)
+        if writer is not None:
+            writer.abort()
 
-    def renew_leases(self) -> None:
-        for lease in self.leases.values():
-            lease.renew_if_due()
+    def _drop_lost(self, video_id: str) -> None:
+        """Another run has the video now: drop it silently (counted as lost)."""
+        self._forget(video_id)
+        self._release(video_id)
+        self.done(video_id, self.index, Outcome(lost=True))
+
+    def fail(self, video_id: str, reason: str, message: str) -> None:
+        """Record ``video_id`` as failed in this target (its temporary removed) and go on."""
+        if video_id not in self.leases:
+            return  # already failed or dropped
+        self._forget(video_id)
+        lease = self.leases[video_id]
+        if lease.lost:
+            self._release(video_id)
+            self.done(video_id, self.index, Outcome(lost=True))
+            return
+        self.store.record_failure(video_id, reason, squash(message))
+        self._release(video_id)
+        self.done(video_id, self.index, Outcome(failure=f"{reason}: {squash(message)}"))
+
+    def _release(self, video_id: str) -> None:
+        lease = self.leases.pop(video_id, None)
+        if lease is not None:
+            self.heartbeat.discard(lease)
+            lease.release()
 
     def flush(self) -> None:
         self.batcher.flush()
 
     def abort(self) -> None:
-        for cm, _ in list(self.writers.values()):
-            cm.__exit__(RuntimeError, RuntimeError("task interrupted"), None)
+        for writer in list(self.writers.values()):
+            writer.abort()
         self.writers.clear()
-        for lease in self.leases.values():
-            lease.release()
-        self.leases.clear()
+        for video_id in list(self.leases):
+            self._release(video_id)
+
+
+def lease_grace(ttl_s: float) -> float:
+    """Seconds past a lease's expiry before another run may take it over: the clock-skew
+    allowance (:data:`DEFAULT_GRACE_S`), but no more than the ttl itself, so a short
+    ``--lease-ttl`` hands a stalled writer's videos over within about two ttls."""
+    return min(DEFAULT_GRACE_S, ttl_s)
+
+
+def squash(message: str, limit: int = 500) -> str:
+    """A failure message as one line (records and summaries are line-based)."""
+    return " ".join(message.split())[:limit]
 
 
 def event_callback(topic: str | None) -> VideoCallback | None:
