@@ -374,7 +374,7 @@ def test_pretrained_tag_loads_from_the_hub_cache_offline(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_dir: Path, tiny: Encoder
 ) -> None:
     """The real tag path without a network: a tag of the tiny model whose hub repo is cached.
-    Its preprocessing and QuickGELU come from the tag, and it is recorded by tag."""
+    Its preprocessing and QuickGELU come from the tag, and it is recorded by tag and file content."""
     from huggingface_hub import constants
     from open_clip import pretrained as oc_pretrained
     from open_clip.transformer import QuickGELU
@@ -387,13 +387,14 @@ def test_pretrained_tag_loads_from_the_hub_cache_offline(
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("0" * 40)
     (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
-    save_file(dict(tiny.model.state_dict()), repo / "snapshots" / ("0" * 40) / "open_clip_model.safetensors")
+    weights_file = repo / "snapshots" / ("0" * 40) / "open_clip_model.safetensors"
+    save_file(dict(tiny.model.state_dict()), weights_file)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
     enc = get_encoder(f"open_clip:{TINY}", "TestTag")  # open_clip's tag normalisation applies
     spec = enc.feature_spec(SAMPLING)
-    assert spec.weights == WeightsSpec("pretrained", "testtag")
+    assert spec.weights == WeightsSpec("pretrained", "testtag@sha256:" + hashlib.sha256(weights_file.read_bytes()).hexdigest())
     assert spec.preprocess.mean == (0.5, 0.5, 0.5) and spec.preprocess.std == (0.25, 0.25, 0.25)
     assert spec.preprocess.interpolation == "bilinear"
     assert spec.extra["model_cfg"]["quick_gelu"] is True and "random_init" not in spec.extra

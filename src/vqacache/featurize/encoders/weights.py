@@ -7,7 +7,11 @@
   (Hugging Face hub, or a URL for the few tags that have no hub copy). A cached copy is used
   without touching the network; if there is none and the machine is offline (``HF_HUB_OFFLINE``
   set or the host unreachable) a one-line :class:`UsageError` says so at once instead of
-  letting the hub client retry for half a minute. Recorded as ``WeightsSpec("pretrained", tag)``.
+  letting the hub client retry for half a minute. Recorded by tag *and* content,
+  ``WeightsSpec("pretrained", "<tag>@sha256:<hex>")`` with the sha256 of the file actually
+  loaded: a tag names no fixed bytes (a re-released or corrupted file under the same tag
+  must not write into the same store). Each file is hashed once per process
+  (:func:`sha256_file_cached`, keyed by path, size and mtime: ViT-g files are GBs).
 * a **local file** (``.pt``/``.pth``/``.bin``/``.safetensors`` holding an open_clip state
   dict): recorded by content, ``WeightsSpec("file", "sha256:<hex>")``, never by path.
 * ``random`` or ``random:SEED``: the deterministic random init of :func:`init_random_`
@@ -22,6 +26,7 @@ import math
 import os
 import re
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +85,14 @@ def resolve_weights(model: str, weights: str | None, default_tag: str | None, *,
         tag = _clean_tag(weights)
         cfg = dict(open_clip.get_pretrained_cfg(model, tag))
         path = download_pretrained(model, tag, cfg)
-        return ResolvedWeights(WeightsSpec("pretrained", tag), path=path, pretrained_cfg=cfg)
+        try:
+            digest = sha256_file_cached(path)
+        except OSError as exc:  # vanished or unreadable between the lookup and the hash
+            raise UsageError(
+                f"{model}/{tag} weights at {path} cannot be read ({exc.strerror or exc}); "
+                "download them again, or pass --weights PATH or --weights random"
+            ) from None
+        return ResolvedWeights(WeightsSpec("pretrained", f"{tag}@sha256:{digest}"), path=path, pretrained_cfg=cfg)
     path = Path(weights).expanduser()
     if path.is_file():
         return ResolvedWeights(WeightsSpec("file", f"sha256:{sha256_file(path)}"), path=path.resolve())
@@ -111,6 +123,22 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+_HASHED: dict[tuple[str, int, int], str] = {}
+_HASHED_LOCK = threading.Lock()
+
+
+def sha256_file_cached(path: str | Path) -> str:
+    """:func:`sha256_file`, computed once per process for a file as long as its resolved path,
+    size and modification time stay the same (a replaced or rewritten file is hashed again)."""
+    real = Path(path).resolve()
+    st = real.stat()
+    key = (str(real), st.st_size, st.st_mtime_ns)
+    with _HASHED_LOCK:  # one hash at a time: two threads never read the same GBs twice
+        if key not in _HASHED:
+            _HASHED[key] = sha256_file(real)
+        return _HASHED[key]
+
+
 # -- pretrained tags: open_clip's cache first, the network only when it is there ------------
 
 
@@ -139,7 +167,12 @@ def download_pretrained(model: str, tag: str, cfg: dict[str, Any]) -> Path:
 
 
 def _cached_checkpoint(cfg: dict[str, Any]) -> Path | None:
-    """The file ``open_clip.download_pretrained(cfg)`` would return, if it is already cached."""
+    """The file ``open_clip.download_pretrained(cfg)`` would return, if it is already cached:
+    the tag's own ``file``; else the hub copy (safetensors first); else the URL download cache,
+    when the file there has the sha256 prefix the URL names (as open_clip checks)."""
+    if cfg.get("file"):
+        own = Path(cfg["file"]).expanduser()
+        return own if own.is_file() else None
     hub = cfg.get("hf_hub", "")
     if hub:
         from huggingface_hub import try_to_load_from_cache
@@ -153,10 +186,20 @@ def _cached_checkpoint(cfg: dict[str, Any]) -> Path | None:
     url = cfg.get("url", "")
     if url:
         target = Path("~/.cache/clip").expanduser() / os.path.basename(url)
-        expected = url.split("/")[-2] if "openaipublic" in url else ""  # open_clip's check
-        if target.is_file() and (not expected or sha256_file(target).startswith(expected)):
+        if target.is_file() and sha256_file_cached(target).startswith(_url_sha256_prefix(url)):
             return target
     return None
+
+
+def _url_sha256_prefix(url: str) -> str:
+    """The sha256 (prefix) a download URL names, as open_clip reads it: the folder before the
+    file for OpenAI's URLs, the file name's last ``-`` part for mlfoundations'; else empty."""
+    name = os.path.basename(url)
+    if "openaipublic" in url:
+        return url.split("/")[-2]
+    if "mlfoundations" in url:
+        return os.path.splitext(name)[0].split("-")[-1]
+    return ""
 
 
 def _hub_filenames(filename: str) -> list[str]:
