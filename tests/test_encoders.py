@@ -394,7 +394,8 @@ def test_pretrained_tag_loads_from_the_hub_cache_offline(
 
     enc = get_encoder(f"open_clip:{TINY}", "TestTag")  # open_clip's tag normalisation applies
     spec = enc.feature_spec(SAMPLING)
-    assert spec.weights == WeightsSpec("pretrained", "testtag@sha256:" + hashlib.sha256(weights_file.read_bytes()).hexdigest())
+    digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    assert spec.weights == WeightsSpec("pretrained", f"testtag@sha256:{digest}")  # tag and content
     assert spec.preprocess.mean == (0.5, 0.5, 0.5) and spec.preprocess.std == (0.25, 0.25, 0.25)
     assert spec.preprocess.interpolation == "bilinear"
     assert spec.extra["model_cfg"]["quick_gelu"] is True and "random_init" not in spec.extra

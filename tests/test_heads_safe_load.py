@@ -120,6 +120,8 @@ def test_checkpoints_are_plain_data_and_resume_loads_them_safely(tmp_path, store
 
 def test_check_plain_refuses_objects_anywhere_in_the_tree():
     check_plain({"a": [1, 2.0, "x", None, True, (torch.zeros(1),)], 3: {"b": torch.ones(2)}})
-    for bad in ({"a": [np.zeros(2)]}, {"a": (1, Payload("x"))}, {("tuple", "key"): 1}, {"p": torch.nn.Parameter(torch.zeros(1))}):
+    bad_trees = ({"a": [np.zeros(2)]}, {"a": (1, Payload("x"))}, {("tuple", "key"): 1},
+                 {"p": torch.nn.Parameter(torch.zeros(1))})
+    for bad in bad_trees:
         with pytest.raises(TypeError):
             check_plain(bad)
