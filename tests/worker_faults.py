@@ -13,11 +13,11 @@ def dask_setup(worker) -> None:  # noqa: ANN001 - distributed's Worker
         return
     from vqacache.cache_spec.store import FeatureStore
 
-    write_video = FeatureStore.write_video
+    begin_video = FeatureStore.begin_video
 
     def write_or_die(self, video_id, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
         if video_id == poison:
             os._exit(1)
-        return write_video(self, video_id, *args, **kwargs)
+        return begin_video(self, video_id, *args, **kwargs)
 
-    FeatureStore.write_video = write_or_die
+    FeatureStore.begin_video = write_or_die

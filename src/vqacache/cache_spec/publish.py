@@ -56,14 +56,21 @@ def publish(tmp: Path, final: Path) -> bool:
 
 def replace(tmp: Path, final: Path) -> None:
     """Publish ``tmp`` as ``final``, replacing what is there: the old folder is renamed aside,
-    the new one renamed in, then the old one deleted. A crash in between leaves both folders
-    (the old one under ``.old-<token>-<key>``), never neither and never a mix."""
+    the new one renamed in, then the old one deleted. A failure to rename the new one in puts
+    the old one back; a crash in between leaves both folders (the old one under
+    ``.old-<token>-<key>``), never neither and never a mix."""
     aside = final.with_name(f"{OLD_PREFIX}{uuid.uuid4().hex[:TOKEN_CHARS]}-{final.name}")
     try:
         os.rename(final, aside)
     except FileNotFoundError:
         aside = None
-    if not publish(tmp, final):
+    try:
+        published = publish(tmp, final)
+    except BaseException:
+        if aside is not None:  # put the old one back (unless another writer published meanwhile)
+            publish(aside, final)
+        raise
+    if not published:
         # another writer published between our two renames: theirs stands, ours goes
         remove_tree(tmp)
     if aside is not None:
