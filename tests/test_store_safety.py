@@ -26,12 +26,14 @@ import pytest
 
 from spec_factory import make_spec
 from test_store import E, fake_video, write
-from vqacache.cache_spec import LeaseLost, StoreError, id_to_key, open_store, store_path
+from vqacache.cache_spec import LeaseLost, StoreError, id_to_key, open_store, store_path, verify_store
+from vqacache.cache_spec import store as store_mod
 from vqacache.cache_spec import layout
 from vqacache.cache_spec import lease as lease_mod
 from vqacache.cache_spec import publish as publish_mod
 from vqacache.cache_spec.keys import MAX_KEY_CHARS, is_hashed_key
 from vqacache.cache_spec.lease import _take_ticket, read_lease
+from vqacache.cache_spec.verify import remove_stale_temporaries
 
 
 @pytest.fixture
@@ -220,3 +222,41 @@ def test_two_stealers_never_both_hold_a_ticket(store):
     second = _take_ticket(path, "T")
     assert first is not None and second is None
     assert dead.exists() and first.exists()  # nothing deleted by the loser
+
+
+def test_verify_counts_temporaries_and_removes_only_stale_ones(store):
+    leased = store.claim("live", "A", ttl_s=600)
+    live = store.begin_video("live", lease=leased)  # a writer at work
+    live.append(**fake_video(3))
+    dead = store.begin_video("dead")  # a writer that was killed: its temporary stays behind
+    dead.append(**fake_video(3))
+    write(store, "done", fake_video(3))
+    report = verify_store(store)
+    assert report.clean and report.ok == 1 and report.temporaries == 2
+    assert "2 temporaries" in report.summary_line()
+    removed = remove_stale_temporaries(store, min_age_s=0)
+    assert len(removed) == 1 and "dead" in removed[0]
+    live.commit()  # the live writer is unaffected
+    assert store.complete_videos() == ["done", "live"] and store.temporaries() == []
+    assert remove_stale_temporaries(store, min_age_s=3600) == []
+
+
+def test_each_video_records_its_versions_and_drift_is_reported(store, monkeypatch):
+    write(store, "v", fake_video(3))
+    versions = store.read_video("v").attrs["versions"]
+    assert versions["torch"] == torch_version()
+    assert store.version_drift() == []
+    (major, minor, *_) = versions["torch"].split(".")
+    patch_only = {**versions, "torch": f"{major}.{minor}.999"}
+    monkeypatch.setattr(store_mod, "video_versions", lambda: patch_only)
+    assert store.version_drift() == []  # the same major.minor: no warning
+    other = {**versions, "torch": f"{major}.{int(minor) + 1}.0"}
+    monkeypatch.setattr(store_mod, "video_versions", lambda: other)
+    assert store.version_drift() == [f"torch {versions['torch']} -> {major}.{int(minor) + 1}.0"]
+    assert store.video_versions_summary() == {", ".join(f"{k} {v}" for k, v in sorted(versions.items())): 1}
+
+
+def torch_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("torch")
