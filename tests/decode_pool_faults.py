@@ -6,11 +6,19 @@ of the file name (such files need not exist):
 - ``hang-*``: sleeps forever before the first chunk; ``stall-*``: one chunk, then forever.
 - ``segv-*``: kills itself with SIGSEGV; ``exit-*``: ``os._exit(139)``.
 - ``raise-*``: one chunk, then ``DecodeError("decode-error", RAISED_MESSAGE)``.
-- ``slow-*``: sleeps 0.5 s, then one chunk.
+- ``drip-*``: a chunk every DRIP_S seconds until ``<path>.release`` exists, then ends.
+- ``meet-<n>-*``: creates ``<path>.started``, waits until its folder holds n ``*.started``
+  files (n videos decoded at the same time), then one chunk.
 - ``fake-<n>-*``: n chunks at once.
 - ``grow-*``: 3 chunks, each bigger than the last (the child must replace its blocks).
 - ``count-<n>``: n chunks; before yielding chunk k it writes k + 1 to ``<path>.progress``.
 - anything else: the real :func:`~vqacache.featurize.decode.iter_decode_at_fps`.
+
+Files named ``<path>.<event>`` hold the pid of the child that created them (written whole,
+then renamed into place), so a test can wait for an event instead of sleeping. A ``stall-*``
+path with a folder part also creates ``<path>.stalled`` once its child is hanging for good: the
+child looks at its pipe (for a cancel) before asking the decoder for the next chunk, so after
+that file exists nothing the parent sends can stop the hang.
 
 Fake chunks are deterministic (see :func:`fake_chunk`), so a test can compare what comes out
 of the pool with ``list(decode(name))`` run in the test process.
@@ -18,6 +26,7 @@ of the pool with ``list(decode(name))`` run in the test process.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -28,7 +37,8 @@ import numpy as np
 
 from vqacache.featurize.decode import DEFAULT_FPS, DecodedFrames, DecodeError, iter_decode_at_fps
 
-SLOW_S = 0.5
+DRIP_S = 0.05
+POLL_S = 0.005
 RAISED_MESSAGE = "broke after one chunk (injected)"
 
 
@@ -39,6 +49,8 @@ def decode(path, fps=DEFAULT_FPS, short_side=256, chunk_frames=64) -> Iterator[D
         _sleep_forever()
     elif kind == "stall":
         yield fake_chunk(name, 0)
+        if os.path.dirname(os.fspath(path)):  # bare names (no folder) leave no file behind
+            _announce(path, "stalled")
         _sleep_forever()
     elif kind == "segv":
         os.kill(os.getpid(), signal.SIGSEGV)
@@ -47,8 +59,17 @@ def decode(path, fps=DEFAULT_FPS, short_side=256, chunk_frames=64) -> Iterator[D
     elif kind == "raise":
         yield fake_chunk(name, 0)
         raise DecodeError("decode-error", RAISED_MESSAGE)
-    elif kind == "slow":
-        time.sleep(SLOW_S)
+    elif kind == "drip":
+        for k in itertools.count():
+            yield fake_chunk(name, k)
+            if Path(f"{path}.release").exists():
+                return
+            time.sleep(DRIP_S)
+    elif kind == "meet":
+        n = int(rest.partition("-")[0])
+        _announce(path, "started")
+        while len(list(Path(path).parent.glob("*.started"))) < n:
+            time.sleep(POLL_S)
         yield fake_chunk(name, 0)
     elif kind == "fake":
         for k in range(int(rest.partition("-")[0])):
@@ -75,6 +96,13 @@ def fake_chunk(name: str, k: int, size: int = 8) -> DecodedFrames:
         is_repeat=np.array([False, k % 2 == 1]),
         info=f"fake info of {name}",
     )
+
+
+def _announce(path, event: str) -> None:
+    """Create ``<path>.<event>`` holding this process's pid, whole or not at all."""
+    tmp = Path(f"{path}.{event}.{os.getpid()}.tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, f"{path}.{event}")
 
 
 def _sleep_forever() -> None:

@@ -5,6 +5,10 @@ Spawned children import torch (several seconds on a slow machine), so the tests 
 pools: ``spawn_pool`` (the default start method) and ``fault_pool`` ("forkserver": a child
 replaced after a crash or a timeout starts in milliseconds). Both run the misbehaving
 ``decode_pool_faults.decode``, which decodes real files with the real decoder.
+
+No assertion here depends on how fast the machine is: where a test needs one thing to happen
+before another, a fake video announces it with a file (see ``decode_pool_faults``) and the
+test waits for that file (:func:`wait_until`); the only limits are failure paths.
 """
 
 from __future__ import annotations
@@ -45,6 +49,20 @@ def run(pool: DecodePool, videos: list[tuple[str, object]]) -> list[tuple[str, l
         else:
             out.append((stream.video_id, chunks, None))
     return out
+
+
+def wait_until(condition, what: str, limit_s: float = 60.0) -> None:  # noqa: ANN001
+    """Poll ``condition()`` until it is true. The limit is a failure path only: reaching it
+    means the awaited event never comes (on any machine, loaded or not, it comes long before)."""
+    give_up = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < give_up, f"still waiting for {what} after {limit_s:g} s"
+        time.sleep(0.005)
+
+
+def announced_pid(path: Path) -> int:
+    """The pid in an event file of ``decode_pool_faults`` (see its ``_announce``)."""
+    return int(path.read_text())
 
 
 def assert_same_chunks(got: list, expected: list) -> None:
@@ -104,7 +122,7 @@ def real_videos(folder: Path) -> list[tuple[str, Path]]:
 
 
 def test_wait_ready_returns_once_every_child_has_started(spawn_pool: DecodePool) -> None:
-    assert spawn_pool.wait_ready(timeout_s=120) is True  # the first test: children just spawned
+    assert spawn_pool.wait_ready() is True  # the first test: children just spawned (importing torch)
     assert all(w.ready for w in spawn_pool._workers) and len(spawn_pool.pids) == 2
     assert spawn_pool.wait_ready(timeout_s=0) is True  # and at once when they have
 
@@ -192,11 +210,15 @@ def test_crash_under_spawn_then_close(spawn_pool: DecodePool, shared_videos: Pat
 def test_hang_times_out_and_the_pool_goes_on(fault_pool: DecodePool) -> None:
     timeouts = fault_pool.stats.timeouts
     videos = [("h", "hang-h"), ("a", "fake-3-a"), ("s", "stall-s"), ("b", "fake-2-b")]
-    streams = fault_pool.imap(videos)
     t0 = time.monotonic()
+    streams = fault_pool.imap(videos)  # lazy: nothing is sent before the first next()
     with pytest.raises(DecodeError) as hung:
         list(next(streams).chunks())
-    assert hung.value.reason == "timeout" and 1.5 < time.monotonic() - t0 < 4.5
+    assert hung.value.reason == "timeout"
+    assert f"sent nothing for {fault_pool.timeout_s:g} s and was killed" in str(hung.value)
+    # not killed early: its deadline counts from its video being sent, after t0 (a lower bound
+    # only, which no load can break; how much later the kill comes depends on the machine)
+    assert time.monotonic() - t0 >= fault_pool.timeout_s
     assert len(list(next(streams).chunks())) == 3
     stalled = []
     with pytest.raises(DecodeError) as stall:
@@ -219,20 +241,45 @@ def test_crashing_children_are_replaced(fault_pool: DecodePool) -> None:
     assert_no_leak(fault_pool)
 
 
-def test_abandoning_a_hanging_video_does_not_wedge(fault_pool: DecodePool) -> None:
-    t0 = time.monotonic()
-    streams = fault_pool.imap([("s", "stall-s"), ("a", "fake-2-a")])
-    next(next(streams).chunks())  # its child now hangs for good; abandoned when we move on
-    assert len(list(next(streams).chunks())) == 2
+def test_abandoning_a_hanging_video_does_not_wedge(
+    fault_pool: DecodePool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timeout_s, restarts, timeouts = fault_pool.timeout_s, fault_pool.stats.restarts, fault_pool.stats.timeouts
+    # Part 1: moving on from a hung video does not wait for its child's timeout. The timeout
+    # is made long for this part, so that a pool that waited would be caught by the child's
+    # kill (restarts), not by the clock, and a slow machine cannot look like such a pool.
+    monkeypatch.setattr(fault_pool, "timeout_s", 60.0)
+    stall = tmp_path / "stall-s"
+    streams = fault_pool.imap([("s", stall), ("a", "fake-2-a")])
+    stalled = next(streams).chunks()
+    next(stalled)
+    # Keep the stream open until its child hangs for good: abandoning it earlier sends a
+    # cancel that the child may still read, and then it never hangs (the old race).
+    wait_until(Path(f"{stall}.stalled").exists, "the stall-s child to hang")
+    hung = announced_pid(Path(f"{stall}.stalled"))
+    assert len(list(next(streams).chunks())) == 2  # taking this stream abandoned stall-s
     assert next(streams, None) is None
-    assert time.monotonic() - t0 < 1.5  # did not wait for the timeout
-    restarts, timeouts = fault_pool.stats.restarts, fault_pool.stats.timeouts
-    # 8 x 0.5 s on the one free child outlasts the hung child's 2 s timeout, so the hung
-    # child is killed and replaced during this run (with 4, a fast machine finished first)
-    results = run(fault_pool, [(f"v{i}", f"slow-{i}") for i in range(8)])
-    assert [len(r[1]) for r in results] == [1] * 8
+    assert hung in fault_pool.pids and fault_pool.stats.restarts == restarts  # not waited for
+    del stalled
+
+    # Part 2: with the pool's own short timeout, the abandoned child is killed and replaced
+    # while another video is being read. "drip" sends a chunk every 50 ms (so its own child
+    # is never silent) until the test releases it, which it does once the hung child is gone:
+    # the kill happens during this run whatever the machine's speed. The third video may be
+    # queued behind the hung child: it then moves to the replacement.
+    fault_pool.timeout_s = timeout_s
+    drip = tmp_path / "drip-d"
+    streams = fault_pool.imap([("d", drip), ("a", "fake-1-a"), ("b", "fake-1-b")])
+    give_up = time.monotonic() + 60.0  # a failure path only: the kill is due in 2 s
+    for _ in next(streams).chunks():
+        if hung not in fault_pool.pids:  # killed and replaced: let the drip end
+            Path(f"{drip}.release").touch()
+        assert time.monotonic() < give_up, "the hung child was never killed"
+    assert [len(list(stream.chunks())) for stream in streams] == [1, 1]
     assert fault_pool.stats.restarts == restarts + 1
     assert fault_pool.stats.timeouts == timeouts  # an abandoned video's timeout is nobody's error
+    with pytest.raises(ProcessLookupError):
+        os.kill(hung, 0)
     assert_no_leak(fault_pool)
 
 
@@ -241,22 +288,34 @@ def test_backpressure_bounds_chunks_in_flight(fault_pool: DecodePool, tmp_path: 
     streams = fault_pool.imap([("c", video), ("a", "fake-1-a")])
     chunks = next(streams).chunks()
     next(chunks)
-    time.sleep(0.5)
-    produced = int(Path(f"{video}.progress").read_text())
-    # 1 taken + max_chunks_in_flight waiting in shared memory + 1 waiting for a free block
-    assert produced <= 1 + fault_pool.max_chunks_in_flight + 1
+    # 1 taken (its block is handed back at once) + max_chunks_in_flight waiting in shared
+    # memory + 1 waiting for a free block: the child gets that far, then must stop
+    bound = 1 + fault_pool.max_chunks_in_flight + 1
+    progress = Path(f"{video}.progress")
+
+    def produced() -> int:
+        return int(progress.read_text() or 0) if progress.exists() else 0
+
+    wait_until(lambda: produced() >= bound, f"the child to produce {bound} chunks")
+    # The child is now blocked: the count never moves again while nothing is read, so this
+    # holds on any machine. The pause only gives a pool without backpressure time to show it.
+    time.sleep(0.2)
+    assert produced() == bound
     chunks.close()  # abandon the other 49
     assert len(list(next(streams).chunks())) == 1
     assert next(streams, None) is None
     assert_no_leak(fault_pool)
 
 
-def test_prefetch_overlaps_decoding(fault_pool: DecodePool) -> None:
-    t0 = time.monotonic()
-    results = run(fault_pool, [(f"v{i}", f"slow-{i}") for i in range(4)])  # 0.5 s each
-    elapsed = time.monotonic() - t0
-    assert [len(r[1]) for r in results] == [1, 1, 1, 1]
-    assert elapsed < 1.6, elapsed  # serial decoding would take 4 x 0.5 s
+def test_prefetch_overlaps_decoding(fault_pool: DecodePool, tmp_path: Path) -> None:
+    """Each "meet" video of a pair waits until the other one has started: the pair can only
+    finish when both are decoded at the same time. Decoding one video at a time (no prefetch)
+    would leave the first waiting until its child's timeout."""
+    videos = [(f"v{i}", tmp_path / f"pair{i // 2}" / f"meet-2-{i}") for i in range(4)]
+    for _, path in videos:
+        path.parent.mkdir(exist_ok=True)
+    results = run(fault_pool, videos)
+    assert [(len(r[1]), r[2]) for r in results] == [(1, None)] * 4
 
 
 def test_close_leaves_nothing(fault_pool: DecodePool) -> None:
