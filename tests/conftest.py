@@ -13,22 +13,56 @@ SHARED_VIDEOS = SHARED / "data" / "videos"
 SHARED_ANNOTATIONS = SHARED / "data" / "annotations"
 
 
-def _need(path: Path) -> Path:
+def in_ci() -> bool:
+    """Whether this is a CI run (CI services set ``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def need_shared(path: Path) -> Path:
+    """``path`` (shared real data, or a folder in it) when it exists. Otherwise the test is
+    skipped, but under ``CI=true`` it fails with the same reason: a CI whose ../shared is
+    missing or laid out wrongly must never come out green."""
     if not path.exists():
-        pytest.skip(f"needs the shared real data at {path} (../shared beside the project root)")
+        reason = f"needs the shared real data at {path} (../shared beside the project root)"
+        if in_ci():
+            pytest.fail(f"{reason}; CI=true, so this fails instead of skipping", pytrace=False)
+        pytest.skip(reason)
     return path
 
 
 @pytest.fixture
 def shared_videos() -> Path:
-    """Folder of real videos with awkward properties; skips when ../shared is absent."""
-    return _need(SHARED_VIDEOS)
+    """Folder of real videos with awkward properties; skips when ../shared is absent
+    (fails under CI=true, see :func:`need_shared`)."""
+    return need_shared(SHARED_VIDEOS)
 
 
 @pytest.fixture
 def shared_annotations() -> Path:
-    """Folder of real benchmark annotation files; skips when ../shared is absent."""
-    return _need(SHARED_ANNOTATIONS)
+    """Folder of real benchmark annotation files; skips when ../shared is absent
+    (fails under CI=true, see :func:`need_shared`)."""
+    return need_shared(SHARED_ANNOTATIONS)
+
+
+@pytest.fixture
+def network_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every attempt of the test to reach the network (name lookup or connect), refused and
+    recorded: a test of an offline path asserts the list stays empty instead of timing the call."""
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(what: str):  # noqa: ANN202
+        def refused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            attempts.append(f"{what}{args[1:] if what.startswith('socket.') else args}")
+            raise OSError(f"network use refused by the network_attempts fixture: {what}")
+        return refused
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("socket.connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
+    return attempts
 
 
 TINY_CLIP = "vqacache-tiny"
