@@ -31,7 +31,6 @@ from vqacache.cache_spec import (
     FeatureStore,
     StoreError,
     TeacherSpec,
-    UnknownName,
     UsageError,
     open_store,
     parse_fps,
@@ -49,7 +48,7 @@ from vqacache.featurize.datasets import (
 from vqacache.featurize.decode import DEFAULT_FPS
 from vqacache.featurize.device import check_device_options
 from vqacache.featurize.encoders import resolve_name
-from vqacache.featurize.imageqa import list_teachers, teacher_scores
+from vqacache.featurize.imageqa.options import TeacherChoice, check_teacher_options
 from vqacache.featurize.imageqa.task import (
     DEFAULT_FRAMES,
     DEFAULT_K,
@@ -130,6 +129,8 @@ class FeaturizeResult:
     done: int = 0
     skipped: int = 0
     failed: int = 0
+    lost: int = 0
+    """Videos whose lease another run took over mid-way (this run stalled): left to that run."""
     frames: int = 0
     questions: int = 0
     seconds: float = 0.0
@@ -143,6 +144,8 @@ class FeaturizeResult:
     imageqa_done: int = 0
     imageqa_failures: dict[str, str] = field(default_factory=dict)
     """``{"<split>/<video id>": reason}``: videos whose questions the teacher could not score."""
+    imageqa_lost: int = 0
+    """Videos whose image-QA lease another run took over before this one published (left to it)."""
 
     @property
     def exit_code(self) -> int:
@@ -151,11 +154,14 @@ class FeaturizeResult:
     def summary_line(self) -> str:
         fps = self.frames / self.seconds if self.seconds > 0 else 0.0
         return (
-            f"{self.done} videos done, {self.skipped} skipped, {self.failed} failed; "
+            f"{self.done} videos done, {self.skipped} skipped, {self.failed} failed"
+            + (f", {self.lost} lost to another run" if self.lost else "") + "; "
+            + 
             f"{self.frames} frames in {self.seconds:.1f} s ({fps:.1f} frames/s); "
             f"{self.questions} questions; "
-            + (f"image-QA: {self.imageqa_done} videos scored, {len(self.imageqa_failures)} failed; "
-               if self.imageqa_done or self.imageqa_failures else "")
+            + (f"image-QA: {self.imageqa_done} videos scored, {len(self.imageqa_failures)} failed"
+               + (f", {self.imageqa_lost} left to another run" if self.imageqa_lost else "") + "; "
+               if self.imageqa_done or self.imageqa_failures or self.imageqa_lost else "")
             + (f"store {self.store_path}" if len(self.store_paths) <= 1
                else f"stores {', '.join(str(p) for p in self.store_paths)}")
         )
@@ -164,6 +170,7 @@ class FeaturizeResult:
         self.done += len(shard.done)
         self.frames += sum(shard.done.values())
         self.skipped += len(shard.skipped)
+        self.lost += len(shard.lost)
         self.failed += len(shard.failed)
         self.failures.update(shard.failed)
         for name, seconds in shard.timings.items():
@@ -200,9 +207,14 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
     reporter = reporter or SilentReporter()
     t_start = time.perf_counter()
     dataset = get_dataset(config.dataset, config.data_root, **parse_dataset_options(config.dataset, config.dataset_options))
+    teacher = None  # every --imageqa* flag, before any video is touched
+    if config.imageqa:
+        teacher = check_teacher_options(config.imageqa, config.imageqa_weights, config.imageqa_tokenizer,
+                                        config.imageqa_score, dataset)
     splits = config.splits or dataset.splits()
     for split in splits:
         check_videos(dataset, split)
+    check_unique_qids(dataset, splits)
     names = encoder_names(config.encoder)
     for name in names:
         resolve_name(name)  # a typo fails here, before any cluster starts
@@ -220,14 +232,10 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
     ]
     fps = str(parse_fps(config.fps))
     check_device_options(config.device, config.compute_dtype)
-    if config.imageqa and config.imageqa not in list_teachers():
-        raise UnknownName(f"unknown image-QA teacher {config.imageqa!r}; available: {', '.join(list_teachers())}")
-    if config.imageqa and config.imageqa_score and config.imageqa_score not in teacher_scores(config.imageqa):
-        scores = teacher_scores(config.imageqa)
-        raise UsageError(f"--imageqa-score {config.imageqa_score!r}: teacher {config.imageqa} takes "
-                         + (", ".join(scores) if scores else "no score choice"))
+    if teacher is not None and teacher.note:
+        reporter.message(teacher.note)
     if config.workers == 0 and not config.scheduler:
-        return _run(config, dataset, splits, args, fps, _InlineRunner(), reporter, t_start)
+        return _run(config, dataset, splits, args, fps, _InlineRunner(), reporter, t_start, teacher)
     from vqacache.featurize.cluster import connect, scheduler_warnings  # dask only when used
 
     with connect(config.scheduler, config.workers, config.device) as client:
@@ -235,7 +243,7 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
         if config.scheduler:
             for warning in scheduler_warnings(client):
                 reporter.message(f"warning: {warning}")
-        return _run(config, dataset, splits, args, fps, _DaskRunner(client), reporter, t_start)
+        return _run(config, dataset, splits, args, fps, _DaskRunner(client), reporter, t_start, teacher)
 
 
 def encoder_names(value: str) -> list[str]:
@@ -248,7 +256,7 @@ def encoder_names(value: str) -> list[str]:
     return names
 
 
-def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> FeaturizeResult:  # noqa: ANN001
+def _run(config, dataset, splits, args, fps, runner, reporter, t_start, teacher=None) -> FeaturizeResult:  # noqa: ANN001
     videos = _videos_of(dataset, splits)
     decode = DecodeArgs(fps=fps, short_side=config.short_side, processes=config.decode_processes,
                         timeout_s=config.decode_timeout_s, frames_fps=frames_fps_of(videos))
@@ -259,6 +267,11 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> Featu
                    spec=spec, dataset=dataset.name)
         for spec in specs
     ]
+    for s in stores:  # once per run: the numbers may move with these packages' major.minor
+        drift = s.version_drift()
+        if drift:
+            reporter.message(f"warning: appending to {s.path}, made with other versions: {', '.join(drift)} "
+                             "(the spec is the same; features may differ in the last digits)")
     store = stores[0]
     result = FeaturizeResult(store_path=store.path, fingerprint=store.fingerprint, dashboard=runner.dashboard,
                              store_paths=[s.path for s in stores])
@@ -316,7 +329,7 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start) -> Featu
     result.timings["text"] = time.perf_counter() - t_text
     if config.imageqa:
         t_teacher = time.perf_counter()
-        _imageqa(store, dataset, splits, config, runner, reporter, run_id, result, decode.frames_fps)
+        _imageqa(store, dataset, splits, config, runner, reporter, run_id, result, decode.frames_fps, teacher)
         result.timings["imageqa"] = time.perf_counter() - t_teacher
     result.seconds = time.perf_counter() - t_start
     for s in stores:
@@ -400,9 +413,10 @@ def _write_text(store: FeatureStore, dataset: VideoQADataset, split: str, args: 
 
 def _imageqa(store: FeatureStore, dataset: VideoQADataset, splits: tuple[str, ...], config: FeaturizeConfig,
              runner, reporter: Reporter, run_id: str, result: FeaturizeResult,  # noqa: ANN001
-             frames_fps: str | None) -> None:
+             frames_fps: str | None, teacher: TeacherChoice | None = None) -> None:
     """Add the teacher's per-frame answer probabilities to every question bundle lacking them
-    (``frames_fps``: the run's folders of frames' rate, as the features pass decoded them)."""
+    (``frames_fps``: the run's folders of frames' rate, as the features pass decoded them;
+    ``teacher``: the checked flags, with the tokenizer to use)."""
     open_ended = any(not q.candidates for split in splits for q in dataset.questions(split))
     vocab = tuple(answer_vocab_of(dataset)) if open_ended else None
     if open_ended and not vocab:
@@ -410,7 +424,8 @@ def _imageqa(store: FeatureStore, dataset: VideoQADataset, splits: tuple[str, ..
                          "(it is built from the train split: is its annotation file there?)")
     k = min(config.imageqa_k, len(vocab)) if vocab else config.imageqa_k  # k_test <= the vocabulary
     args = TeacherArgs(config.imageqa, config.imageqa_weights, config.device, config.compute_dtype,
-                       config.imageqa_frames, k, config.imageqa_tokenizer, config.imageqa_score)
+                       config.imageqa_frames, k, teacher.tokenizer if teacher else config.imageqa_tokenizer,
+                       config.imageqa_score)
     fps = str(store.spec.sampling.fps)
     spec = TeacherSpec.from_json(runner.setup(prepare_teacher, args, fps, config.decode_processes,
                                               config.decode_timeout_s, vocab, frames_fps))
@@ -434,6 +449,7 @@ def _imageqa(store: FeatureStore, dataset: VideoQADataset, splits: tuple[str, ..
         for shard, outcome in runner.map(run_imageqa, tasks, on_video=progress.video):
             if isinstance(outcome, ImageQAResult):
                 result.imageqa_done += len(outcome.done)
+                result.imageqa_lost += len(outcome.lost)
                 result.imageqa_failures.update({f"{split}/{v}": why for v, why in outcome.failed.items()})
                 for name, seconds in outcome.timings.items():
                     result.timings[name] += seconds
@@ -462,7 +478,8 @@ def _log_run(store: FeatureStore, run_id: str, config: FeaturizeConfig, result: 
         "frames": result.frames,
         "stage_seconds": {k: round(v, 3) for k, v in result.timings.items()},
         "imageqa": {"teacher": config.imageqa, "videos_done": result.imageqa_done,
-                    "videos_failed": len(result.imageqa_failures)} if config.imageqa else None,
+                    "videos_failed": len(result.imageqa_failures), "videos_lost": result.imageqa_lost}
+        if config.imageqa else None,
         "settings": {
             "batch_size": config.batch_size,
             "workers": runner.workers,
@@ -472,6 +489,20 @@ def _log_run(store: FeatureStore, run_id: str, config: FeaturizeConfig, result: 
         },
     }
     store.write_run_log(run_id, record)
+
+
+def check_unique_qids(dataset: VideoQADataset, splits: tuple[str, ...]) -> None:
+    """Refuse a dataset listing one question id twice (the store keys questions by qid), naming
+    both records, before any work."""
+    seen: dict[str, QuestionRecord] = {}
+    for split in splits:
+        for q in dataset.questions(split):
+            first = seen.setdefault(q.qid, q)
+            if first is not q:
+                raise UsageError(
+                    f"question id {q.qid!r} is listed twice in {dataset.name}: video {first.video_id!r} "
+                    f"({first.split}, {first.question[:50]!r}) and video {q.video_id!r} ({q.split}, {q.question[:50]!r})"
+                )
 
 
 def frames_fps_of(videos: list[VideoRecord]) -> str | None:

@@ -51,6 +51,7 @@ from vqacache.featurize.imageqa.albef_rank import (
     rank_answers,
     score_pairs,
 )
+from vqacache.featurize.imageqa.dataset_tokenizer import DatasetTokenizer
 from vqacache.featurize.imageqa.teacher import Ranking, TeacherQuestion, VocabScores, no_frames
 
 RANKING = "albef-rank_answer-v1"
@@ -95,8 +96,11 @@ class AlbefTeacher:
         k_test: int,
         chunk_size: int,
         score: str,
+        tokenizer_origin: dict[str, Any] | None = None,
     ) -> None:
         self.model = model.eval().requires_grad_(False)
+        self.tokenizer_origin = tokenizer_origin
+        """Set for a tokenizer built from the dataset's text (``DatasetTokenizer.spec()``)."""
         self.cfg: AlbefConfig = model.cfg
         self.model_name = model_name
         self.tokenizer = tokenizer
@@ -118,7 +122,7 @@ class AlbefTeacher:
             "weights": {"source": self.weights.spec.source, "identity": self.weights.spec.identity},
             "preprocess": transform_spec(self.transform),
             "compute_dtype": self.compute_dtype,
-            "tokenizer": tokenizer_spec(self.tokenizer),
+            "tokenizer": tokenizer_spec(self.tokenizer) | (self.tokenizer_origin or {}),
             "question": {"clean": "albef-pre_question", "max_words": QUESTION_MAX_WORDS},
             "ranking": {
                 "method": RANKING,
@@ -295,8 +299,9 @@ def build_albef_teacher(
     ``k_test``: answers of the vocabulary scored in full by default; ``chunk_size``: (frame,
     answer) rows per decoder pass (default 64 on the CPU, 1024 on a GPU; results do not
     depend on it); ``score``: ``albef`` (ALBEF's, first token counted twice) or ``loglik``;
-    ``config``: another architecture (tests); ``tokenizer``: a BERT tokenizer or directory
-    (default bert-base-uncased from the Hugging Face cache)."""
+    ``config``: another architecture (tests); ``tokenizer``: a BERT tokenizer or directory, or a
+    :class:`DatasetTokenizer` built from the dataset's text (default bert-base-uncased from the
+    Hugging Face cache)."""
     device = resolve_device(device)
     compute_dtype = check_compute_dtype(resolve_compute_dtype(compute_dtype, device))
     if score not in SCORES:
@@ -316,7 +321,8 @@ def build_albef_teacher(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise UsageError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     resolved = resolve_albef_weights(weights)
-    tok = load_bert_tokenizer(tokenizer)
+    origin = tokenizer.spec() if isinstance(tokenizer, DatasetTokenizer) else None
+    tok = tokenizer.load() if isinstance(tokenizer, DatasetTokenizer) else load_bert_tokenizer(tokenizer)
     model = build_albef_model(config.with_(embed_dim=None), resolved, keep_projections=False)
     return AlbefTeacher(
         model=model.to(torch_device),
@@ -328,4 +334,17 @@ def build_albef_teacher(
         k_test=k_test,
         chunk_size=chunk_size,
         score=score,
+        tokenizer_origin=origin,
     )
+
+
+def check_weights(weights: str | None) -> AlbefWeights:
+    """``weights`` resolved without building the model (stage one checks its flags before any
+    video is decoded); a one-line :class:`UsageError` if they cannot be used."""
+    return resolve_albef_weights(weights)
+
+
+def check_tokenizer(tokenizer: str | None, weights: AlbefWeights) -> None:
+    """Load ``tokenizer`` (None: bert-base-uncased from the Hugging Face cache) as the teacher
+    will; a one-line :class:`UsageError` if it cannot be."""
+    load_bert_tokenizer(tokenizer)

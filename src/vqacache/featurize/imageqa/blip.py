@@ -42,9 +42,10 @@ not change the numbers beyond float rounding.
 Weights as for the encoders (:mod:`vqacache.featurize.encoders.hf_weights`): a hub name
 (default ``Salesforce/blip-vqa-base``), a ``save_pretrained`` directory, or ``random[:SEED]``
 (the default checkpoint's architecture, ``BlipConfig()``). The tokenizer is the one saved with
-the weights; with random weights (or to override) pass ``tokenizer=`` a tokenizer directory or
-a WordPiece ``vocab.txt``; without it the default checkpoint's tokenizer is taken from the
-Hugging Face cache.
+the weights; with random weights (or to override) pass ``tokenizer=`` a tokenizer directory, a
+WordPiece ``vocab.txt`` or a :class:`~vqacache.featurize.imageqa.dataset_tokenizer.DatasetTokenizer`
+(built from the dataset's text: what stage one gives random weights); without it the default
+checkpoint's tokenizer is taken from the Hugging Face cache.
 
 Shapes: F frames, T = 1 + P visual tokens, W vision width, Lq question tokens, H text width,
 C candidates, V vocabulary answers, La answer tokens, k answers rescored.
@@ -73,6 +74,7 @@ from vqacache.featurize.encoders.hf_weights import (
 from vqacache.featurize.encoders.precision import autocast, check_compute_dtype
 from vqacache.featurize.encoders.preprocess import PREPROCESS_IMPL, ImageTransform
 from vqacache.featurize.encoders.weights import RANDOM_INIT, init_random_, sha256_file
+from vqacache.featurize.imageqa.dataset_tokenizer import DatasetTokenizer
 from vqacache.featurize.imageqa.teacher import Ranking, TeacherQuestion, VocabScores, no_frames
 
 DEFAULT_WEIGHTS = "Salesforce/blip-vqa-base"
@@ -131,7 +133,7 @@ class BlipTeacher:
         *,
         model: Any,
         tokenizer: Any,
-        tokenizer_identity: str,
+        tokenizer_identity: str | dict[str, Any],
         weights: HfWeights,
         transform: ImageTransform,
         device: torch.device,
@@ -179,7 +181,8 @@ class BlipTeacher:
             },
             "compute_dtype": self.compute_dtype,
             "tokenizer": {
-                "identity": self.tokenizer_identity,
+                **(self.tokenizer_identity if isinstance(self.tokenizer_identity, dict)
+                   else {"identity": self.tokenizer_identity}),
                 "class": type(self.tokenizer).__name__,
                 "question": f"[CLS] question [SEP], at most {self.question_max_tokens} tokens",
             },
@@ -436,15 +439,15 @@ def build_blip_teacher(
     *,
     device: str = "cpu",
     compute_dtype: str = "float32",
-    tokenizer: str | None = None,
+    tokenizer: str | DatasetTokenizer | None = None,
     k_test: int = 128,
     chunk_rows: int | None = None,
     question_max_tokens: int = QUESTION_MAX_TOKENS,
     score: str = "loglik",
 ) -> BlipTeacher:
     """BLIP VQA with ``weights`` (None: ``Salesforce/blip-vqa-base``; a hub name, a directory or
-    ``random[:SEED]``) on ``device``. ``tokenizer``: a tokenizer directory or ``vocab.txt``
-    (default: the one beside the weights). ``k_test``: answers rescored per frame for
+    ``random[:SEED]``) on ``device``. ``tokenizer``: a tokenizer directory, ``vocab.txt`` or
+    :class:`DatasetTokenizer` (default: the one beside the weights). ``k_test``: answers rescored per frame for
     open-ended questions. ``chunk_rows``: frame x answer rows per decoder call (None: by
     memory budget). ``score``: ``loglik`` (summed answer log-likelihood) or ``blip`` (BLIP's
     own label-smoothed ranking score)."""
@@ -514,11 +517,14 @@ def default_config() -> Any:
     return BlipConfig()
 
 
-def _tokenizer(option: str | None, weights: HfWeights, what: str) -> tuple[Any, str]:
+def _tokenizer(option: str | DatasetTokenizer | None, weights: HfWeights,
+               what: str) -> tuple[Any, str | dict[str, Any]]:
     """(tokenizer, identity for the spec): ``option``, else the weights' own, else the default
     checkpoint's from the Hugging Face cache."""
     from transformers import AutoTokenizer, BertTokenizer
 
+    if isinstance(option, DatasetTokenizer):
+        return option.load(), option.spec()
     if option is not None:
         path = Path(option).expanduser()
         if path.is_dir():
@@ -541,3 +547,15 @@ def _tokenizer(option: str | None, weights: HfWeights, what: str) -> tuple[Any, 
 
 def _has_tokenizer(folder: Path) -> bool:
     return any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
+
+
+def check_weights(weights: str | None) -> HfWeights:
+    """``weights`` resolved without building the model (stage one checks its flags before any
+    video is decoded); a one-line :class:`UsageError` if they cannot be used."""
+    return resolve_hf_weights(weights, DEFAULT_WEIGHTS, what="BLIP VQA (BlipForQuestionAnswering)", allow_file=False)
+
+
+def check_tokenizer(tokenizer: str | None, weights: HfWeights) -> None:
+    """Load the tokenizer the teacher would use with ``weights`` (``tokenizer``, else the
+    weights' own, else the default checkpoint's); a one-line :class:`UsageError` if it cannot be."""
+    _tokenizer(tokenizer, weights, "BLIP VQA (BlipForQuestionAnswering)")

@@ -6,11 +6,18 @@ question's F frames among the stored frames (``frame_indices``, the rule stage t
 decode the video again at the teacher's resolution on the same 7.5 fps grid (in the worker's
 decode children) keeping only those frames, encode each distinct frame set once with the
 teacher's vision model, rank every question's answers on it, and add the arrays to the
-video's question bundle. Each video is claimed with an ``imageqa`` lease first.
+video's question bundle.
+
+Each video is claimed with an ``imageqa`` lease first, renewed by a heartbeat thread
+(``Lease.keep_alive``, every ttl/3) for as long as the video is being decoded and scored, and
+checked once more (``Lease.renew``) right before its arrays are published. A lease found lost
+(it expired, and another run took the video over) means that run has the video: this one drops
+it without writing, counts it in :attr:`ImageQAResult.lost` and goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -20,9 +27,11 @@ from typing import Any
 import numpy as np
 
 from vqacache.cache_spec import FeatureStore, TeacherSpec, vocab_sha256
+from vqacache.cache_spec.lease import Lease, LeaseLost
 from vqacache.cache_spec.frame_selection import frame_indices
 from vqacache.featurize.datasets import QuestionRecord
 from vqacache.featurize.decode import DecodeError
+from vqacache.featurize.imageqa.dataset_tokenizer import DatasetTokenizer
 from vqacache.featurize.imageqa.registry import get_teacher
 from vqacache.featurize.imageqa.teacher import (
     ImageQATeacher,
@@ -48,8 +57,9 @@ class TeacherArgs:
     frames: int = DEFAULT_FRAMES
     k: int = DEFAULT_K
     """Open-ended: answers rescored in full per frame (the teacher's ``k_test``)."""
-    tokenizer: str | None = None
-    """A tokenizer directory or vocab file (default: the one beside the weights / in the HF cache)."""
+    tokenizer: str | DatasetTokenizer | None = None
+    """A tokenizer directory or vocab file (default: the one beside the weights / in the HF cache),
+    or the one built from the dataset's text for random weights (see ``imageqa.options``)."""
     score: str | None = None
     """The teacher's answer score (``loglik``, ``blip``, ``albef``; None: the teacher's default)."""
 
@@ -77,6 +87,8 @@ class ImageQAResult:
     """video_id -> questions scored."""
     failed: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    """Videos whose lease was lost before publishing (another run has them): not written."""
     timings: dict[str, float] = field(default_factory=lambda: {"imageqa_decode": 0.0, "imageqa_images": 0.0,
                                                                "imageqa_rank": 0.0, "imageqa_write": 0.0})
     frames_encoded: int = 0
@@ -91,7 +103,7 @@ _VOCABS: dict[tuple[TeacherArgs, str], Any] = {}
 def cached_teacher(args: TeacherArgs) -> ImageQATeacher:
     """The teacher for ``args``, built once per process."""
     if args not in _TEACHERS:
-        options = ({"k_test": args.k} | ({"tokenizer": args.tokenizer} if args.tokenizer else {})
+        options = ({"k_test": args.k} | ({"tokenizer": args.tokenizer} if args.tokenizer is not None else {})
                    | ({"score": args.score} if args.score else {}))
         _TEACHERS[args] = get_teacher(args.name, args.weights, device=args.device, compute_dtype=args.compute_dtype,
                                       **options)
@@ -144,7 +156,7 @@ def run_imageqa(task: ImageQATask, on_video: VideoCallback | None = None) -> Ima
     k = spec.k or 0
     pool = cached_pool(task.decode)
     plans: dict[str, _VideoPlan] = {}
-    leases: dict[str, Any] = {}
+    leases: dict[str, _Held] = {}
 
     def claimed():
         for video_id, path in task.videos:
@@ -158,7 +170,7 @@ def run_imageqa(task: ImageQATask, on_video: VideoCallback | None = None) -> Ima
             if lease is None:
                 result.skipped.append(video_id)
                 continue
-            leases[video_id] = lease
+            leases[video_id] = _Held(lease)
             plans[video_id] = _VideoPlan.build(store, task.split, video_id, spec.frames)
             yield video_id, path
 
@@ -177,7 +189,14 @@ def run_imageqa(task: ImageQATask, on_video: VideoCallback | None = None) -> Ima
                 if on_video is not None:
                     on_video(video_id, 0, result.failed[video_id])
                 continue
+            held = leases[video_id]
+            if held.lease.lost:  # the heartbeat found it taken over: do not even score it
+                result.lost.append(leases.pop(video_id).drop())
+                continue
             arrays = plan.score(teacher, frames, vocab, k, result)
+            if not held.still_ours():  # checked right before publishing
+                result.lost.append(leases.pop(video_id).drop())
+                continue
             t0 = time.perf_counter()
             store.write_imageqa(task.split, video_id, task.teacher_fingerprint, arrays)
             result.timings["imageqa_write"] += time.perf_counter() - t0
@@ -186,9 +205,40 @@ def run_imageqa(task: ImageQATask, on_video: VideoCallback | None = None) -> Ima
             if on_video is not None:
                 on_video(video_id, len(plan.rows), None)
     finally:
-        for lease in leases.values():
-            lease.release()
+        for held in leases.values():
+            held.release()
     return result
+
+
+class _Held:
+    """A claimed video's lease with its heartbeat (``keep_alive``) running from the claim on."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self._beat: contextlib.AbstractContextManager[Any] | None = lease.keep_alive()
+        self._beat.__enter__()
+
+    def still_ours(self) -> bool:
+        """Renew now: False when the lease is lost (expired, or another run holds it)."""
+        try:
+            self.lease.renew()
+        except LeaseLost:
+            return False
+        return True
+
+    def _stop(self) -> None:
+        if self._beat is not None:
+            beat, self._beat = self._beat, None
+            beat.__exit__(None, None, None)
+
+    def release(self) -> None:
+        self._stop()
+        self.lease.release()  # a no-op returning False if another run holds it now
+
+    def drop(self) -> str:
+        """Stop renewing a lost lease and give up the video; returns its id."""
+        self.release()
+        return self.lease.video_id
 
 
 class FrameMismatch(Exception):
