@@ -1,4 +1,9 @@
-"""Shared CLI plumbing: one-line errors with exit code 2, and the rich progress reporter."""
+"""Shared CLI plumbing: one-line errors with exit code 2, and the rich progress reporter.
+
+Everything printed through rich that comes from the user or the data (video ids, paths,
+reasons, messages) is escaped (:func:`rich.markup.escape`): an id like ``clip[/x]`` or
+``[bold]a`` prints as itself, never as markup (which would vanish or raise ``MarkupError``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,7 +39,7 @@ def user_errors_exit(func: F) -> F:
             return func(*args, **kwargs)
         except VqaCacheError as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
@@ -58,18 +64,20 @@ class RichReporter:
 
     def start(self, total_videos: int, description: str) -> None:
         self.progress.start()
-        self.task = self.progress.add_task(description, total=total_videos, frames=0, fps=0.0)
+        self.task = self.progress.add_task(escape(description), total=total_videos, frames=0, fps=0.0)
 
     def advance(self, videos: int, frames: int, failures: dict[str, str]) -> None:
         self.frames += frames
         for video_id, reason in sorted(failures.items()):
-            self.progress.console.print(f"[yellow]failed[/] {video_id}: {reason}", highlight=False)
+            self.progress.console.print(f"[yellow]failed[/] {escape(video_id)}: {escape(reason)}", highlight=False,
+                                        soft_wrap=True)
         elapsed = self.progress.tasks[self.task].elapsed or 0.0
         fps = self.frames / elapsed if elapsed > 0 else 0.0
         self.progress.update(self.task, advance=videos, frames=self.frames, fps=fps)
 
     def message(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False)
+        """One line, printed as it is (no markup)."""
+        self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def finish(self) -> None:
         self.progress.stop()

@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from vqacache.cache_spec import StoreError, UsageError, VerifyReport, delete_corrupt, open_store, verify_store
+from vqacache.cache_spec.verify import remove_stale_temporaries
 from vqacache.cli._common import err_console, user_errors_exit
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
@@ -37,11 +39,11 @@ def ls(cache_root: Annotated[Path, typer.Option(help="Root of the feature cache.
         try:
             s = open_store(path).summary()
         except StoreError as exc:
-            table.add_row("?", "?", "?", "", "", "", "", f"{path} ({exc})")
+            table.add_row("?", "?", "?", "", "", "", "", escape(f"{path} ({exc})"))
             continue
         table.add_row(
-            s["dataset"], s["encoder"], s["fingerprint"][:12], str(s["videos"]), str(s["failed"]),
-            str(s["questions"]), _size(s["bytes"]), str(path),
+            escape(s["dataset"]), escape(s["encoder"]), s["fingerprint"][:12], str(s["videos"]), str(s["failed"]),
+            str(s["questions"]), _size(s["bytes"]), escape(str(path)),
         )
     console.print(table)
 
@@ -51,34 +53,38 @@ def ls(cache_root: Annotated[Path, typer.Option(help="Root of the feature cache.
 def info(store: Annotated[Path, typer.Argument(help="Path of a .zarr store.")]) -> None:
     st = open_store(store)
     s = st.summary()
-    console.print(f"[bold]{st.path}[/]")
-    console.print(f"dataset {s['dataset']}  encoder {s['encoder']}  fingerprint {s['fingerprint']}")
+    console.print(f"[bold]{escape(str(st.path))}[/]")
+    console.print(f"dataset {s['dataset']}  encoder {s['encoder']}  fingerprint {s['fingerprint']}", markup=False)
     console.print(
         f"videos {s['videos']} complete, {s['incomplete']} incomplete, {s['failed']} failed; "
         f"questions {s['questions']}; {_size(s['bytes'])} on disk; created {s['created']}"
     )
     console.print("spec:")
     console.print_json(json.dumps(st.spec.to_dict()))
-    console.print("environment: " + ", ".join(f"{k} {v}" for k, v in st.meta.get("environment", {}).items()))
+    console.print("environment: " + ", ".join(f"{k} {v}" for k, v in st.meta.get("environment", {}).items()),
+                  markup=False)
+    versions = st.video_versions_summary()
+    if versions:
+        console.print("videos made with: " + "; ".join(f"{n} videos {v}" for v, n in versions.items()), markup=False)
     teacher = st.teacher_spec()
     if teacher is not None:
-        console.print(f"image-QA teacher {teacher.teacher}, fingerprint {teacher.fingerprint()[:12]}:")
+        console.print(f"image-QA teacher {teacher.teacher}, fingerprint {teacher.fingerprint()[:12]}:", markup=False)
         console.print_json(teacher.to_json())
     failures = st.failures()
     if failures:
         console.print(f"failures ({len(failures)}):")
         for video_id, reason in sorted(failures.items()):
-            console.print(f"  {video_id}: {reason}", highlight=False)
+            console.print(f"  {video_id}: {reason}", markup=False, highlight=False)
     leases = st.leases()
     if leases:
         console.print(f"in progress ({len(leases)} videos claimed by running featurizers):")
         for video_id, lease in sorted(leases.items()):
-            console.print(f"  {video_id}: {lease.get('owner')} on {lease.get('host')}", highlight=False)
+            console.print(f"  {video_id}: {lease.get('owner')} on {lease.get('host')}", markup=False, highlight=False)
     runs = st.run_logs()
     if runs:
         console.print(f"runs ({len(runs)}, last 5):")
         for run in runs[-5:]:
-            console.print(f"  {_run_line(run)}", highlight=False)
+            console.print(f"  {_run_line(run)}", markup=False, highlight=False)
 
 
 def _run_line(run: dict) -> str:
@@ -112,8 +118,12 @@ def verify(
     delete_corrupt_groups: Annotated[
         bool, typer.Option("--delete-corrupt", help="Remove corrupt groups so the next featurize run recomputes them.")
     ] = False,
+    remove_temporaries: Annotated[
+        bool, typer.Option("--remove-temporaries", help="Delete temporary groups left by killed writers (no live lease, untouched for --min-age).")
+    ] = False,
+    min_age: Annotated[float, typer.Option(min=0, help="Seconds a temporary must be untouched before --remove-temporaries deletes it.")] = 600.0,
 ) -> None:
-    st = open_store(store, "a" if delete_corrupt_groups else "r")
+    st = open_store(store, "a" if delete_corrupt_groups or remove_temporaries else "r")
     expected_ids = expected_questions = None
     if dataset is not None or data_root is not None:
         expected_ids, expected_questions = _expected(st.dataset, dataset, data_root, split)
@@ -128,6 +138,9 @@ def verify(
 
         report = verify_store(st, expected_ids, progress, expected_questions=expected_questions, strict=strict)
     _print_report(report)
+    if remove_temporaries:
+        removed = remove_stale_temporaries(st, min_age)
+        console.print(f"removed {len(removed)} stale temporaries of {report.temporaries}", highlight=False)
     if delete_corrupt_groups and report.corrupt:
         removed = delete_corrupt(st, report)
         console.print(f"deleted {len(removed)} corrupt groups; rerun vqa-featurize to recompute them", highlight=False)
@@ -155,12 +168,12 @@ def _print_report(report: VerifyReport, limit: int = 100) -> None:
         table = Table("problem", "what", "id", "detail")
         for p in rows[:limit]:
             style = "yellow" if p.kind == "failed" and not report.strict else "red"
-            table.add_row(f"[{style}]{p.kind}[/]", p.what, p.id, p.detail)
+            table.add_row(f"[{style}]{p.kind}[/]", escape(p.what), escape(p.id), escape(p.detail))
         console.print(table)
         if len(rows) > limit:
             console.print(f"... and {len(rows) - limit} more", highlight=False)
     style = "green" if report.clean else "bold red"
-    console.print(f"[{style}]{report.summary_line()}[/]", highlight=False)
+    console.print(f"[{style}]{escape(report.summary_line())}[/]", highlight=False)
 
 
 def main() -> None:

@@ -63,6 +63,9 @@ def run(
     ] = None,
     decode_processes: Annotated[int, typer.Option(min=1, help="Decoder child processes per worker.")] = 1,
     decode_timeout: Annotated[float, typer.Option(min=1, help="Seconds without a decoded chunk before a video times out.")] = 300.0,
+    lease_ttl: Annotated[float, typer.Option(
+        min=0.5, help="Seconds a video's lease lives without renewal (renewed by a heartbeat every third of it); "
+                      "a stalled or dead run loses its videos about this long after its last renewal.")] = 600.0,
     imageqa: Annotated[
         str | None,
         typer.Option(help="Also store an image-QA teacher's per-frame answer probabilities for every question "
@@ -124,11 +127,12 @@ def run(
         scheduler=scheduler,
         decode_processes=decode_processes,
         decode_timeout_s=decode_timeout,
+        lease_ttl_s=lease_ttl,
     )
     reporter = RichReporter()
     result = featurize(config, reporter)
     for video_id, reason in sorted({**result.failures, **{f"image-QA {k}": v for k, v in result.imageqa_failures.items()}}.items()):
-        reporter.console.print(f"failed: {video_id}: {reason}", highlight=False)
+        reporter.console.print(f"failed: {video_id}: {reason}", markup=False, highlight=False, soft_wrap=True)
     typer.echo(result.summary_line())
     raise typer.Exit(result.exit_code)
 

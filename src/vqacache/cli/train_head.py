@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vqacache.cache_spec import UsageError
@@ -39,13 +40,13 @@ class RichTrainReporter:
 
     def start(self, total_steps: int, description: str) -> None:
         self.progress.start()
-        self.task = self.progress.add_task(description, total=total_steps, epoch=0, loss=float("nan"))
+        self.task = self.progress.add_task(escape(description), total=total_steps, epoch=0, loss=float("nan"))
 
     def advance(self, steps: int, logs: dict[str, float]) -> None:
         self.progress.update(self.task, advance=steps, epoch=int(logs.get("epoch", 0)), loss=logs.get("loss", 0.0))
 
     def message(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False)
+        self.progress.console.print(text, markup=False, highlight=False)  # ids and paths, not markup
 
     def finish(self) -> None:
         self.progress.stop()
