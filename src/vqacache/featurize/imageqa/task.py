@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from vqacache.cache_spec import FeatureStore, TeacherSpec, vocab_sha256
-from vqacache.cache_spec.lease import Lease, LeaseLost
 from vqacache.cache_spec.frame_selection import frame_indices
+from vqacache.cache_spec.lease import Lease, LeaseLost
 from vqacache.featurize.datasets import QuestionRecord
 from vqacache.featurize.decode import DecodeError
 from vqacache.featurize.imageqa.dataset_tokenizer import DatasetTokenizer
