@@ -10,9 +10,11 @@ One featurize run over a folder dataset (a real video, a video whose id is a 657
 Chinese characters, and four broken files) is shared by the whole module; tests that damage a
 store damage a copy of it.
 
-Tests marked ``xfail(strict=True)`` state the behaviour a user should get where vqacache does
-not give it yet (see docs/safety.md, "Open problems"); they turn into failures when it is fixed,
-so the marker must then be removed.
+Eight tests here were first written ``xfail(strict=True)`` against bugs they exposed, then the
+code was fixed (docs/safety.md, "Fixed on the way"); each failed on the code without its fix:
+the safe-load message (1b), ``unique_qids`` naming both records (4a), the dtype check in
+verify (6b), the guarded id in verify (8c), the ownership check in ``_video_group`` (9b),
+``Problem.location`` in ``delete_corrupt`` (9c, 9d), the symlink branch of ``delete_group`` (10).
 """
 
 from __future__ import annotations
@@ -214,10 +216,6 @@ def test_crafted_weights_file_given_to_featurize_runs_nothing(tmp_path, tiny_cli
     assert not list((tmp_path / "cache").rglob("videos/*/zarr.json"))
 
 
-@pytest.mark.xfail(strict=True, reason="open_clip_encoder._create_model keeps the first line of torch's error: "
-                                       "'Weights only load failed. This file can still be loaded, ... \\x1b[1mdo those steps "
-                                       "only if you trust the source ...\\x1b[0m.' (ANSI codes, unsafe-load advice, not "
-                                       "what was refused), unlike heads' load_checkpoint, which drops that framing")
 def test_crafted_weights_file_error_says_what_was_refused(tmp_path, tiny_clip):
     _need_videos()
     data = tmp_path / "data"
@@ -302,7 +300,7 @@ def test_duplicate_qids_in_one_file_are_refused_before_decoding(tmp_path, tiny_c
     (data / "val.jsonl").write_text(jsonl_rows(question("q1", "a"), question("q2", "a"), question("q1", "b")))
     result = featurize(data, tmp_path / "cache", dataset="jsonl", encoder=tiny_clip)
     line = one_line_error(result)
-    assert line == f"error: jsonl: {data / 'val.jsonl'} has question q1 twice"
+    assert line.startswith(f"error: jsonl: {data / 'val.jsonl'} has question q1 twice: video 'a'")
     assert not (tmp_path / "cache").exists()  # no store, no video decoded
 
 
@@ -321,8 +319,6 @@ def test_duplicate_qids_across_split_files_are_refused_naming_both(tmp_path, tin
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="unique_qids (featurize/datasets/annotations.py) names the qid and the file "
-                                       "but not the two records (lines / videos) when both are in one file")
 def test_duplicate_qids_in_one_file_name_both_records(tmp_path, tiny_clip):
     _need_videos()
     data = tmp_path / "data"
@@ -390,8 +386,6 @@ def test_hand_edited_spec_is_refused_by_info_verify_and_featurize(folder_run, tm
     assert snapshot(store) == before
 
 
-@pytest.mark.xfail(strict=True, reason="a spec edited together with a recomputed fingerprint is accepted: verify "
-                                       "never compares the arrays' dtype with spec.dtype (cache_spec/verify.py)")
 def test_hand_edited_spec_with_matching_fingerprint_is_not_reported_clean(folder_run, tmp_path):
     from vqacache.cache_spec.spec import FeatureSpec
 
@@ -476,9 +470,6 @@ def test_a_foreign_zarr_group_among_the_videos_is_reported_incomplete(folder_run
     assert open_store(store).complete_videos() == sorted(["good", LONG_ID])
 
 
-@pytest.mark.xfail(strict=True, reason="verify calls id_to_key on the group's video_id attribute unguarded "
-                                       "(cache_spec/verify.py, verify_store): InvalidVideoId ends the whole verify "
-                                       "with exit 2 instead of reporting that group as corrupt")
 def test_a_forged_group_with_a_dotdot_id_is_reported_corrupt(folder_run, tmp_path):
     import zarr
 
@@ -515,8 +506,6 @@ def test_group_renamed_onto_another_key_is_reported_corrupt(folder_run, tmp_path
     assert summary(verify).startswith("PROBLEMS: 0 videos ok, 0 question bundles ok, 1 corrupt")
 
 
-@pytest.mark.xfail(strict=True, reason="store.read_video/is_complete (cache_spec/store.py) trust the key: the group "
-                                       "at key 'good' holding another id's data is read as 'good' without error")
 def test_group_renamed_onto_another_key_is_not_read_as_that_key(folder_run, tmp_path):
     _, store = copy_store(folder_run, tmp_path)
     _move_long_onto_good(store, keep_source=False)
@@ -528,8 +517,6 @@ def test_group_renamed_onto_another_key_is_not_read_as_that_key(folder_run, tmp_
     assert video.attrs["video_id"] == "good", "read_video('good') returned the data of another video id"
 
 
-@pytest.mark.xfail(strict=True, reason="delete_corrupt (cache_spec/verify.py) deletes id_to_key(problem.id), not the "
-                                       "key the misplaced group is at: it prints 'deleted 1' and deletes nothing")
 def test_delete_corrupt_removes_a_group_renamed_onto_another_key(folder_run, tmp_path):
     _, store = copy_store(folder_run, tmp_path)
     _move_long_onto_good(store, keep_source=False)
@@ -539,8 +526,6 @@ def test_delete_corrupt_removes_a_group_renamed_onto_another_key(folder_run, tmp
     assert again.exit_code == 0, again.output
 
 
-@pytest.mark.xfail(strict=True, reason="delete_corrupt (cache_spec/verify.py) deletes id_to_key(problem.id): with a "
-                                       "copy of video B at key A, --delete-corrupt deletes B's intact group, keeps the copy")
 def test_delete_corrupt_keeps_the_intact_group_of_a_copied_id(folder_run, tmp_path):
     _, store = copy_store(folder_run, tmp_path)
     long_key = _move_long_onto_good(store, keep_source=True)
@@ -553,9 +538,6 @@ def test_delete_corrupt_keeps_the_intact_group_of_a_copied_id(folder_run, tmp_pa
 # -- extra: a video group that is a symlink to a folder outside the store ---------------------
 
 
-@pytest.mark.xfail(strict=True, reason="--delete-corrupt on a video group that is a symlink: zarr's LocalStore.delete_dir "
-                                       "calls shutil.rmtree on the link, OSError 'Cannot call rmtree on a symbolic link' "
-                                       "escapes as a traceback (store.delete_video via verify.delete_corrupt)")
 def test_delete_corrupt_on_a_symlinked_group_is_one_line_and_touches_nothing_outside(folder_run, tmp_path):
     _, store = copy_store(folder_run, tmp_path)
     outside = tmp_path / "outside"

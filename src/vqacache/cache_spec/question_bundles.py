@@ -22,7 +22,7 @@ import zarr
 
 from vqacache.cache_spec import layout
 from vqacache.cache_spec.checksum import checksum_arrays
-from vqacache.cache_spec.errors import NotComplete, StoreError
+from vqacache.cache_spec.errors import InvalidVideoId, NotComplete, StoreError
 from vqacache.cache_spec.keys import id_to_key, validate_id
 from vqacache.cache_spec.publish import is_temporary, remove_tree, replace, temp_key
 from vqacache.cache_spec.video_writer import utcnow
@@ -153,7 +153,7 @@ def complete_bundles(root: zarr.Group, split_key: str | None = None) -> list[tup
         if split_key is not None and s_key != split_key:
             continue
         for key, group in split_group.groups():
-            if not is_temporary(key) and group.attrs.get("complete") is True:
+            if not is_temporary(key) and group.attrs.get("complete") is True and _owns(key, group):
                 out.append((s_key, key, group))
     return out
 
@@ -182,7 +182,18 @@ def bundle_group(store: FeatureStore, split: str, video_id: str) -> zarr.Group |
         group = store.root[f"{layout.QUESTIONS}/{id_to_key(split, 'split')}/{id_to_key(video_id)}"]
     except KeyError:
         return None
-    return group if isinstance(group, zarr.Group) and group.attrs.get("complete") is True else None
+    if not isinstance(group, zarr.Group) or group.attrs.get("complete") is not True:
+        return None
+    return group if group.attrs.get("video_id") == video_id else None  # not one moved here by hand
+
+
+def _owns(key: str, group: zarr.Group) -> bool:
+    """Whether the bundle under ``key`` is its own video's (``verify`` reports the others)."""
+    video_id = group.attrs.get("video_id")
+    try:
+        return isinstance(video_id, str) and id_to_key(video_id) == key
+    except InvalidVideoId:
+        return False
 
 
 def read_question(store: FeatureStore, location: tuple[str, str, int], qid: str) -> QuestionFeatures:

@@ -35,8 +35,8 @@ import zarr
 from vqacache.cache_spec import layout
 from vqacache.cache_spec.checksum import checksum_arrays
 from vqacache.cache_spec.environment import producing_environment
-from vqacache.cache_spec.errors import NotComplete, SpecError, SpecMismatch, StoreError
-from vqacache.cache_spec.keys import id_to_key, key_to_id
+from vqacache.cache_spec.errors import InvalidVideoId, NotComplete, SpecError, SpecMismatch, StoreError
+from vqacache.cache_spec.keys import id_to_key
 from vqacache.cache_spec.lease import (
     DEFAULT_GRACE_S,
     Lease,
@@ -212,24 +212,29 @@ class FeatureStore:
         return node if isinstance(node, zarr.Group) else None
 
     def _video_group(self, video_id: str) -> zarr.Group | None:
-        return self._group(layout.VIDEOS, id_to_key(video_id))
+        """The group published under ``video_id``'s key, if it is that video's: a group moved or
+        copied there by hand (its ``video_id`` attribute names another id) is not."""
+        group = self._group(layout.VIDEOS, id_to_key(video_id))
+        return group if group is not None and _owned_id(id_to_key(video_id), group) == video_id else None
 
     def _iter_groups(self, name: str) -> Iterator[tuple[str, zarr.Group]]:
-        """Published member groups of ``name`` (temporaries skipped)."""
+        """``(id, group)`` of the published member groups of ``name`` that are their id's
+        (temporaries, and groups under another id's key, skipped: ``verify`` reports those)."""
         parent = self._group(name)
         if parent is not None:
             for key, group in parent.groups():
-                if not is_temporary(key):
-                    yield key, group
+                owner = None if is_temporary(key) else _owned_id(key, group)
+                if owner is not None:
+                    yield owner, group
 
     def complete_videos(self) -> list[str]:
         """Ids of the videos whose completion marker exists, sorted."""
-        return sorted(_id_of(k, g) for k, g in self._iter_groups(layout.VIDEOS) if g.attrs.get("complete") is True)
+        return sorted(v for v, g in self._iter_groups(layout.VIDEOS) if g.attrs.get("complete") is True)
 
     def incomplete_videos(self) -> list[str]:
         """Ids of published video groups without a completion marker (left by vqacache versions
         that wrote in place; writers now publish complete groups only)."""
-        return sorted(_id_of(k, g) for k, g in self._iter_groups(layout.VIDEOS) if g.attrs.get("complete") is not True)
+        return sorted(v for v, g in self._iter_groups(layout.VIDEOS) if g.attrs.get("complete") is not True)
 
     def temporaries(self) -> list[Path]:
         """Folders of groups being written, or left by killed writers (see ``verify``)."""
@@ -320,14 +325,25 @@ class FeatureStore:
         writer.commit()
 
     def delete_video(self, video_id: str) -> bool:
-        """Remove a video's group, complete or not (``vqa-cache verify --delete-corrupt``).
-        Returns whether there was one. Do not use on a video another process is writing."""
+        """Remove a video's group, complete or not. Returns whether there was one. Do not use
+        on a video another process is writing."""
+        return self.delete_group(layout.VIDEOS, id_to_key(video_id))
+
+    def delete_group(self, *parts: str) -> bool:
+        """Remove the member at ``parts`` (e.g. ``("videos", key)``; ``vqa-cache verify
+        --delete-corrupt`` passes the key where the damaged group was found). A symbolic link is
+        removed itself, never followed. Returns whether there was one."""
         self._require_writable()
-        videos = self.root[layout.VIDEOS]
-        key = id_to_key(video_id)
-        if key not in videos:
+        if not parts or any(p in ("", ".", "..") or "/" in p for p in parts):
+            raise ValueError(f"not a member path: {parts!r}")
+        path = self.path.joinpath(*parts)
+        if path.is_symlink():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
             return False
-        del videos[key]
+        self._question_index = None
         return True
 
     def version_drift(self) -> list[str]:
@@ -404,9 +420,7 @@ class FeatureStore:
 
     def failures(self) -> dict[str, str]:
         """``{video_id: "<reason>: <message>"}`` for every failed video; reason is the class."""
-        return {
-            _id_of(k, g): f"{g.attrs['reason']}: {g.attrs['message']}" for k, g in self._iter_groups(layout.FAILURES)
-        }
+        return {v: f"{g.attrs['reason']}: {g.attrs['message']}" for v, g in self._iter_groups(layout.FAILURES)}
 
     # -- questions -----------------------------------------------------------------------
 
@@ -532,12 +546,16 @@ class FeatureStore:
         }
 
 
-def _id_of(key: str, group: zarr.Group) -> str:
-    """A group's id: from its attributes (always written), else decoded from its key."""
+def _owned_id(key: str, group: zarr.Group) -> str | None:
+    """The id of the group found under ``key`` when that key is this id's own key; None for a
+    group whose ``video_id`` attribute is not a valid id or belongs under another key."""
     video_id = group.attrs.get("video_id")
-    if isinstance(video_id, str):
-        return video_id
-    return key_to_id(key)
+    if not isinstance(video_id, str):
+        return None
+    try:
+        return video_id if id_to_key(video_id) == key else None
+    except InvalidVideoId:
+        return None
 
 
 def _take(array: zarr.Array, sel: slice | np.ndarray) -> np.ndarray:

@@ -30,11 +30,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import zarr
 from zarr.errors import ZarrUserWarning
 
 from vqacache.cache_spec import layout
 from vqacache.cache_spec.checksum import checksum_arrays
+from vqacache.cache_spec.errors import InvalidVideoId
 from vqacache.cache_spec.keys import id_to_key, key_to_id
 from vqacache.cache_spec.lease import active_leases
 from vqacache.cache_spec.publish import is_temporary, remove_tree, temp_token
@@ -53,6 +55,9 @@ class Problem:
     what: str
     id: str
     detail: str = ""
+    location: tuple[str, ...] = ()
+    """Where the group was found, relative to the store (``("videos", key)``,
+    ``("questions", split key, key)``): what ``delete_corrupt`` removes."""
 
 
 @dataclass
@@ -137,7 +142,7 @@ def verify_store(
     report = VerifyReport(path=str(store.path), strict=strict)
     videos = _children(store.root, layout.VIDEOS)
     bundles = [
-        (key_to_id(split_key), key, group)
+        (split_key, key, group)
         for split_key, split_group in _children(store.root, layout.QUESTIONS)
         for key, group in split_group.groups()
         if not is_temporary(key)  # a bundle being written (published by rename)
@@ -154,16 +159,18 @@ def verify_store(
     complete: set[str] = set()
     for key, group in videos:
         video_id = str(group.attrs.get("video_id", key))
-        if id_to_key(video_id) != key:  # a foreign or renamed folder: its data is not this id's
-            report.corrupt.append(Problem("corrupt", "video", video_id, f"stored under key {key!r}, which is not this id's"))
+        where = (layout.VIDEOS, key)
+        misplaced = _misplaced(video_id, key)
+        if misplaced:  # a forged, renamed or copied folder: readers ignore it, its data is not this key's
+            report.corrupt.append(Problem("corrupt", "video", video_id, misplaced, where))
             checked += 1
             continue
         if group.attrs.get("complete") is not True:
-            report.incomplete.append(Problem("incomplete", "video", video_id, _in_progress(leases.get(video_id))))
+            report.incomplete.append(Problem("incomplete", "video", video_id, _in_progress(leases.get(video_id)), where))
         else:
-            detail = _check_group(group, required)
+            detail = _check_group(group, required) or _check_dtypes(group, store.spec.dtype)
             if detail:
-                report.corrupt.append(Problem("corrupt", "video", video_id, detail))
+                report.corrupt.append(Problem("corrupt", "video", video_id, detail, where))
             else:
                 report.ok += 1
             complete.add(video_id)
@@ -172,15 +179,20 @@ def verify_store(
             progress(checked, total, video_id)
 
     complete_bundles: set[tuple[str, str]] = set()
-    for split, key, group in bundles:
+    for split_key, key, group in bundles:
         video_id = str(group.attrs.get("video_id", key))
+        split = str(group.attrs.get("split", key_to_id(split_key)))
         name = f"{split}/{video_id}"
-        if group.attrs.get("complete") is not True:
-            report.incomplete.append(Problem("incomplete", "questions", name, "no completion marker"))
+        where = (layout.QUESTIONS, split_key, key)
+        misplaced = _misplaced(video_id, key) or _misplaced(split, split_key, "split")
+        if misplaced:
+            report.corrupt.append(Problem("corrupt", "questions", name, misplaced, where))
+        elif group.attrs.get("complete") is not True:
+            report.incomplete.append(Problem("incomplete", "questions", name, "no completion marker", where))
         else:
             detail = _check_group(group, ())
             if detail:
-                report.corrupt.append(Problem("corrupt", "questions", name, detail))
+                report.corrupt.append(Problem("corrupt", "questions", name, detail, where))
             else:
                 report.ok_questions += 1
             complete_bundles.add((split, video_id))
@@ -209,12 +221,8 @@ def delete_corrupt(store: FeatureStore, report: VerifyReport) -> list[str]:
     Returns their names (``video <id>`` / ``questions <split>/<id>``)."""
     removed = []
     for problem in report.corrupt:
-        if problem.what == "video":
-            store.delete_video(problem.id)
-        else:
-            split, video_id = problem.id.split("/", 1)
-            store.delete_question_bundle(split, video_id)
-        removed.append(f"{problem.what} {problem.id}")
+        if problem.location and store.delete_group(*problem.location):  # where it was found, not its id's key
+            removed.append(f"{problem.what} {problem.id}")
     return removed
 
 
@@ -249,6 +257,24 @@ def _check_group(group: zarr.Group, required: tuple[str, ...]) -> str:
     except Exception as exc:  # any decoding failure of damaged files means corrupt
         message = str(exc).splitlines()[0][:200] if str(exc) else ""
         return f"unreadable: {type(exc).__name__}: {message}"
+    return ""
+
+
+def _misplaced(name: str, key: str, what: str = "id") -> str:
+    """'' when ``key`` is ``name``'s own key, else why the group does not belong there."""
+    try:
+        own = id_to_key(name, what)
+    except InvalidVideoId as exc:
+        return f"its {what} attribute is not a valid id ({exc})"
+    return "" if own == key else f"stored under key {key!r}, which is not this {what}'s"
+
+
+def _check_dtypes(group: zarr.Group, dtype: str) -> str:
+    """'' when the group's feature arrays have the spec's storage dtype, else what differs
+    (a spec edited by hand with its fingerprint recomputed)."""
+    for name in layout.FEATURE_ARRAYS:
+        if name in group and group[name].dtype != np.dtype(dtype):
+            return f"{name} is stored as {group[name].dtype}, the spec says {dtype}"
     return ""
 
 

@@ -53,7 +53,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle  # only for its error type: nothing here unpickles
 import random
 import time
 import warnings
@@ -67,6 +66,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vqacache.cache_spec.errors import UsageError
+from vqacache.cache_spec.safe_load import load_error_reason
 from vqacache.heads.curves import write_curves
 from vqacache.heads.data import QADataset, collate, to_device
 from vqacache.heads.eval import NEXTQA_TYPES, FOLD, accuracy_by_type, prediction_key
@@ -216,23 +216,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # disallowed globals, not a torch file, truncated zip: one line
         raise UsageError(
             f"{path} is not a vqacache head checkpoint that loads safely (tensors and plain data only; "
-            f"nothing else is unpickled): {_load_error_reason(exc)}"
+            f"nothing else is unpickled): {load_error_reason(exc)}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else None
         raise UsageError(f"{path} is not a vqacache head checkpoint of format {CHECKPOINT_FORMAT} (format {found!r})")
     return ckpt
-
-
-def _load_error_reason(exc: Exception) -> str:
-    """The line of a ``torch.load`` error that says what was refused. torch's framing lines
-    (one suggests retrying with ``weights_only=False``: not advice to pass on) are dropped."""
-    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
-    for line in str(exc).splitlines():
-        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
-        if line and not line.startswith(boilerplate):
-            return line if isinstance(exc, pickle.UnpicklingError) else f"{type(exc).__name__}: {line}"
-    return type(exc).__name__
 
 
 def checkpoint_fingerprints(ckpt: dict[str, Any]) -> dict[str, str]:

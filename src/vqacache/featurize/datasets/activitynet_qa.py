@@ -89,7 +89,7 @@ def read_activitynet(q_path: Path, a_path: Path | None, split: str) -> list[Ques
                 split=split,
             )
         )
-    unique_qids(NAME, q_path, (r.qid for r in records))
+    unique_qids(NAME, q_path, records)
     return records
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vqacache.cache_spec.errors import UsageError
+from vqacache.featurize.datasets.records import QuestionRecord
 
 csv.field_size_limit(1 << 24)  # long free-text fields (TGIF descriptions, CLEVRER programs)
 
@@ -174,10 +175,13 @@ def parse_span(dataset: str, where: str, value: Any) -> tuple[float | None, floa
     return start, end
 
 
-def unique_qids(dataset: str, path: Path, qids: Iterable[str]) -> None:
-    """Raise if a question id occurs twice in ``path``."""
-    seen: set[str] = set()
-    for qid in qids:
-        if qid in seen:
-            raise UsageError(f"{dataset}: {path} has question {qid} twice")
-        seen.add(qid)
+def unique_qids(dataset: str, path: Path, records: Iterable[QuestionRecord]) -> None:
+    """Raise if a question id occurs twice in ``path``, naming both records."""
+    seen: dict[str, QuestionRecord] = {}
+    for r in records:
+        first = seen.setdefault(r.qid, r)
+        if first is not r:
+            raise UsageError(
+                f"{dataset}: {path} has question {r.qid} twice: video {first.video_id!r} ({first.question[:50]!r}) "
+                f"and video {r.video_id!r} ({r.question[:50]!r})"
+            )

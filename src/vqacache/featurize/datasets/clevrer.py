@@ -124,7 +124,7 @@ def read_clevrer(path: Path, split: str) -> list[QuestionRecord]:
             if not isinstance(q, dict):
                 raise UsageError(f"{NAME}: {where}: a question is not a JSON object")
             records += _records(scene, q, split, where)
-    unique_qids(NAME, path, (r.qid for r in records))
+    unique_qids(NAME, path, records)
     return records
 
 

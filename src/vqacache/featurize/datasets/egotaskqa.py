@@ -122,7 +122,7 @@ def read_egotaskqa(path: Path, split: str, frame_rate: Fraction) -> list[Questio
                 end=float(last / frame_rate),
             )
         )
-    unique_qids(NAME, path, (r.qid for r in records))
+    unique_qids(NAME, path, records)
     return records
 
 

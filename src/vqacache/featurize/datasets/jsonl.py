@@ -142,7 +142,7 @@ class JsonlDataset:
                 record = parse_line(where, row, split)
                 self._note_path(where, record.video_id, row.get("video_path"))
                 records.append(record)
-            unique_qids(NAME, path, (r.qid for r in records))
+            unique_qids(NAME, path, records)
             self._questions[split] = records
         return list(self._questions[split])
 

@@ -69,7 +69,7 @@ def read_docdoc_csv(path: Path, split: str, *, color_qtype: bool = False) -> lis
             NAME, path, CSV_COLUMNS, header_hint="video,question,answer,qid,type"
         )
     ]
-    unique_qids(NAME, path, (r.qid for r in records))
+    unique_qids(NAME, path, records)
     return records
 
 

@@ -99,7 +99,7 @@ def read_qa_json(
                 split=split,
             )
         )
-    unique_qids(dataset, path, (r.qid for r in records))
+    unique_qids(dataset, path, records)
     return records
 
 

@@ -59,7 +59,7 @@ def read_nextgqa_csv(path: Path, split: str) -> list[QuestionRecord]:
                 split=split,
             )
         )
-    unique_qids(NAME, path, (r.qid for r in records))
+    unique_qids(NAME, path, records)
     return records
 
 

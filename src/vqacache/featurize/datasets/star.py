@@ -77,7 +77,7 @@ def read_star(path: Path, split: str) -> list[QuestionRecord]:
         if not isinstance(item, dict):
             raise UsageError(f"{NAME}: {where} is not a JSON object")
         records.append(_record(item, split, where))
-    unique_qids(NAME, path, (r.qid for r in records))
+    unique_qids(NAME, path, records)
     return records
 
 

@@ -169,7 +169,7 @@ class TgifQA:
                     self._gif_names.update(names)
                 else:
                     part = _docdoc(path, split)
-                unique_qids(NAME, path, (r.qid for r in part))
+                unique_qids(NAME, path, part)
                 records += part
             self._questions[split] = records
         return list(self._questions[split])

@@ -128,7 +128,7 @@ def read_tvqa(
             raise UsageError(f"{NAME}: {path}: item {bad} is not a JSON object")
         rows = [(f"{path}: item {i}", row) for i, row in enumerate(items)]
     records = [_record(row, split, where, solution) for where, row in rows]
-    unique_qids(NAME, path, (r.qid for r in records))
+    unique_qids(NAME, path, records)
     return records
 
 

@@ -93,7 +93,7 @@ def read_vlep(path: Path, split: str) -> list[QuestionRecord]:
                 end=end,
             )
         )
-    unique_qids(NAME, path, (r.qid for r in records))
+    unique_qids(NAME, path, records)
     return records
 
 

@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from vqacache.cache_spec.errors import UsageError
+from vqacache.cache_spec.safe_load import load_error_reason
 from vqacache.cache_spec.spec import WeightsSpec
 from vqacache.featurize.encoders.albef_model import AlbefModel
 from vqacache.featurize.encoders.weights import CHECKPOINT_SUFFIXES, sha256_file
@@ -121,7 +122,7 @@ def read_albef_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip or format errors: one line for the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = load_error_reason(exc)
         hint = ""
         if "weights_only" in str(exc).lower() or "weights only" in str(exc).lower():
             hint = (

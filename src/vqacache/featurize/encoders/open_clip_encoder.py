@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from vqacache.cache_spec.errors import UsageError
+from vqacache.cache_spec.safe_load import load_error_reason
 from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, SamplingSpec
 from vqacache.featurize.encoders.patch_grid import check_patch_pool, pool_patches
 from vqacache.featurize.encoders.preprocess import PREPROCESS_IMPL, ImageTransform
@@ -363,8 +364,10 @@ def _create_model(model_name: str, resolved: ResolvedWeights, *, quick_gelu: boo
         except Exception as exc:
             if resolved.path is None:
                 raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UsageError(f"--weights {resolved.path} is not an open_clip {model_name} checkpoint: {first}") from exc
+            raise UsageError(
+                f"--weights {resolved.path} is not an open_clip {model_name} checkpoint that loads safely "
+                f"(tensors only; nothing else is unpickled): {load_error_reason(exc)}"
+            ) from None
     if resolved.seed is not None:
         init_random_(model, resolved.seed)
     if not isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
