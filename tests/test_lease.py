@@ -30,6 +30,19 @@ def _expire(lease: Lease) -> None:
     time.sleep(max(lease.remaining(), 0) + 0.02)
 
 
+def _age(lease: Lease, seconds: float) -> None:
+    """Make ``lease`` look ``seconds`` older, on disk and to its holder, as if its holder had
+    stalled that long: tests need no sleeps (and no race with a loaded machine)."""
+    record = {**lease.record, "renewed": lease.record["renewed"] - seconds, "expires": lease.record["expires"] - seconds}
+    lease.path.write_text(json.dumps(record))
+    lease.record = record
+
+
+def _stall(lease: Lease) -> None:
+    """The holder stalled past its lease's expiry (by one ttl)."""
+    _age(lease, lease.ttl_s + lease.remaining())
+
+
 def test_claim_is_exclusive_and_lives_beside_the_store(store):
     a = store.claim("sub/clip", "A", ttl_s=30)
     assert isinstance(a, Lease) and not a.lost
@@ -119,11 +132,10 @@ def test_a_lease_whose_holder_was_killed_on_this_host_is_taken_at_once(store):
 
 
 def test_expired_lease_is_stolen_and_the_loser_is_told(store):
-    a = store.claim("v", "A", ttl_s=0.5, grace_s=0)
+    a = store.claim("v", "A", ttl_s=30, grace_s=0)
     assert store.claim("v", "B", ttl_s=30, grace_s=0) is None
+    _age(a, 30.5)  # expired half a second ago
     assert store.claim("v", "B", ttl_s=30, grace_s=5) is None  # grace: not yet, even once expired
-    _expire(a)
-    assert store.claim("v", "B", ttl_s=30, grace_s=5) is None
     b = store.claim("v", "B", ttl_s=30, grace_s=0)
     assert b is not None and read_lease(store.path, "v")["owner"] == "B"
     with pytest.raises(LeaseLost, match="taken over .*B"):
@@ -145,26 +157,28 @@ def test_a_lease_past_its_expiry_is_lost_to_its_holder(store):
 
 
 def test_renewed_lease_is_not_stolen(store):
-    a = store.claim("v", "A", ttl_s=0.6, grace_s=0)
-    end = time.time() + 1.2
-    while time.time() < end:  # two ttls, renewing every third of one
+    a = store.claim("v", "A", ttl_s=30, grace_s=0)
+    for _ in range(8):  # 96 simulated seconds, three ttls: renewed whenever a third has passed
+        _age(a, 12)
         a.renew_if_due()
         assert store.claim("v", "B", ttl_s=30, grace_s=0) is None
-        time.sleep(0.02)
-    with a.keep_alive(interval_s=0.1):
+    b = store.claim("w", "A", ttl_s=3, grace_s=0)
+    with b.keep_alive(interval_s=0.1):  # the thread renews long before the 3 s run out
         time.sleep(0.8)
-        assert store.claim("v", "B", ttl_s=30, grace_s=0) is None
-    assert not a.lost
-    _expire(a)  # the holder stops renewing (dies): the lease is taken over
+        assert store.claim("w", "B", ttl_s=30, grace_s=0) is None
+    assert not a.lost and not b.lost
+    _stall(a)  # the holder stops renewing (dies): the lease is taken over
     assert store.claim("v", "B", ttl_s=30, grace_s=0) is not None
 
 
 def test_keep_alive_flags_a_lost_lease(store):
-    a = store.claim("v", "A", ttl_s=0.1, grace_s=0)
-    _expire(a)
+    a = store.claim("v", "A", ttl_s=30, grace_s=0)
+    _stall(a)
     assert store.claim("v", "B", ttl_s=30, grace_s=0) is not None
     with a.keep_alive(interval_s=0.01):
-        time.sleep(0.1)
+        deadline = time.monotonic() + 60  # only a failure waits this long
+        while not a.lost and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert a.lost
 
 
@@ -182,18 +196,18 @@ def test_unreadable_lease_expires_by_its_mtime(store):
     path = lease_dir(store.path) / "v.json"
     path.parent.mkdir()
     path.write_text("")  # a claimant killed mid-write (O_EXCL fallback)
-    assert store.claim("v", "B", ttl_s=0.5, grace_s=0) is None
-    time.sleep(0.55)
-    assert store.claim("v", "B", ttl_s=0.5, grace_s=0) is not None
+    assert store.claim("v", "B", ttl_s=30, grace_s=0) is None
+    os.utime(path, (time.time() - 31, time.time() - 31))  # untouched for longer than a ttl
+    assert store.claim("v", "B", ttl_s=30, grace_s=0) is not None
 
 
 def test_write_video_checks_the_lease_before_the_marker(store):
     video = fake_video(10)
-    a = store.claim("v", "A", ttl_s=0.2, grace_s=0)
+    a = store.claim("v", "A", ttl_s=30, grace_s=0)
     with pytest.raises(LeaseLost):
         with store.write_video("v", lease=a) as w:
             w.append(**video)
-            _expire(a)
+            _stall(a)
             b = store.claim("v", "B", ttl_s=30, grace_s=0)
             assert b is not None
     assert not store.is_complete("v") and store.incomplete_videos() == [] and store.temporaries() == []  # nothing of A left

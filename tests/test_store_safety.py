@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from spec_factory import make_spec
+from test_lease import _stall
 from test_store import E, fake_video, write
 from vqacache.cache_spec import LeaseLost, StoreError, id_to_key, open_store, store_path, verify_store
 from vqacache.cache_spec import store as store_mod
@@ -42,8 +43,6 @@ def store(tmp_path):
     return open_store(store_path(tmp_path, "demo", spec.encoder, spec.fingerprint()), "a", spec=spec, dataset="demo")
 
 
-def _expire(lease) -> None:
-    time.sleep(max(lease.remaining(), 0) + 0.05)
 
 
 def _rows(video, a, b):
@@ -54,10 +53,10 @@ def test_stalled_writer_cannot_mix_rows_into_a_finished_video(store):
     """Defect 1: A writes 20 frames, stalls past its lease; B takes over, writes 10 frames and
     completes; A resumes and finishes. B's video stands alone: 10 frames, checksum good."""
     a_video, b_video = fake_video(30, seed=1), fake_video(10, seed=2)
-    a = store.claim("w", "A", ttl_s=0.3, grace_s=0)
+    a = store.claim("w", "A", ttl_s=30, grace_s=0)
     writer_a = store.begin_video("w", lease=a)
     writer_a.append(**_rows(a_video, 0, 20))
-    _expire(a)  # A stalls
+    _stall(a)  # A stalls
     b = store.claim("w", "B", ttl_s=30, grace_s=0)
     assert b is not None
     with store.write_video("w", lease=b) as writer_b:
@@ -73,10 +72,10 @@ def test_stalled_writer_cannot_mix_rows_into_a_finished_video(store):
 
 def test_stalled_writer_cannot_delete_a_finished_video(store):
     """Defect 2: as above, but A then fails (a decode error): B's video survives."""
-    a = store.claim("w", "A", ttl_s=0.3, grace_s=0)
+    a = store.claim("w", "A", ttl_s=30, grace_s=0)
     writer_a = store.begin_video("w", lease=a)
     writer_a.append(**fake_video(20, seed=1))
-    _expire(a)
+    _stall(a)
     b = store.claim("w", "B", ttl_s=30, grace_s=0)
     write_b = fake_video(10, seed=2)
     with store.write_video("w", lease=b) as w:
@@ -190,13 +189,13 @@ def test_features_support_in(store):
 def test_a_renewal_after_a_stall_never_overwrites_the_new_holder(store, monkeypatch):
     """Defect 9: A passes its checks, stalls past its lease, B steals and holds the video; A's
     renewal must then fail instead of writing its record over B's."""
-    a = store.claim("v", "A", ttl_s=0.3, grace_s=0)
+    a = store.claim("v", "A", ttl_s=30, grace_s=0)
     real_rename = os.rename
     stolen = {}
 
     def stall_then_rename(src, dst):
         if ".renew-" in os.path.basename(str(dst)) and not stolen:
-            _expire(a)  # A stalls between its checks and its write ...
+            _stall(a)  # A stalls between its checks and its write ...
             stolen["b"] = store.claim("v", "B", ttl_s=30, grace_s=0)  # ... and B takes over
         return real_rename(src, dst)
 
