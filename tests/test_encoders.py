@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -281,13 +280,20 @@ from vqacache.featurize.encoders import get_encoder
 folder, checksum_src = sys.argv[1], sys.argv[2]
 exec(checksum_src)
 result = {}
-t = time.perf_counter()
+import socket
+attempts = []
+_connect, _getaddrinfo = socket.socket.connect, socket.getaddrinfo
+def _refuse(*args, **kwargs):
+    attempts.append(repr(args[1:]))
+    raise OSError("network refused by the test")
+socket.socket.connect, socket.getaddrinfo = _refuse, _refuse
 try:
     get_encoder("clip-b16")  # default weights: ViT-B-16/openai, not cached, offline
     result["offline_error"] = None
 except UsageError as exc:
     result["offline_error"] = str(exc)
-result["offline_seconds"] = time.perf_counter() - t
+socket.socket.connect, socket.getaddrinfo = _connect, _getaddrinfo
+result["offline_network_attempts"] = attempts
 
 torch.manual_seed(12345)  # another global RNG state must not matter
 open_clip.add_model_config(folder)
@@ -340,11 +346,12 @@ def test_random_weights_are_the_same_in_a_fresh_process(fresh_process: dict, tin
 
 
 def test_offline_pretrained_fails_fast_and_names_weights_option(fresh_process: dict) -> None:
-    """HF_HUB_OFFLINE=1 and an empty cache: one clear one-line UsageError, at once."""
+    """HF_HUB_OFFLINE=1 and an empty cache: one clear one-line UsageError, without trying the
+    network (what made it slow: retries), checked instead of timing it."""
     error = fresh_process["offline_error"]
     assert error is not None, "pretrained weights loaded offline from an empty cache?"
     assert "ViT-B-16/openai" in error and "--weights" in error and "\n" not in error
-    assert fresh_process["offline_seconds"] < 5.0
+    assert fresh_process["offline_network_attempts"] == []
 
 
 def test_checkpoint_file_loads_by_path_and_is_named_by_content(tmp_path: Path, tiny_dir: Path, tiny: Encoder) -> None:
@@ -403,7 +410,9 @@ def test_pretrained_tag_loads_from_the_hub_cache_offline(
     assert state_checksum(enc.model) == state_checksum(tiny.model)
 
 
-def test_unreachable_hub_fails_fast_without_offline_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_unreachable_hub_fails_fast_without_offline_flag(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, network_attempts: list[str]
+) -> None:
     """No HF_HUB_OFFLINE, nothing cached, host unreachable: the probe answers, not 5 hub retries."""
     from huggingface_hub import constants
 
@@ -411,7 +420,6 @@ def test_unreachable_hub_fails_fast_without_offline_flag(monkeypatch: pytest.Mon
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(weights_mod, "_reachable", lambda host: False)
-    t = time.perf_counter()
     with pytest.raises(UsageError, match="--weights PATH"):
         get_encoder("clip-b32")
-    assert time.perf_counter() - t < 5.0
+    assert network_attempts == []  # the probe answered: no hub retries

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import need_shared
 from vqacache.cache_spec import UnknownName, UsageError
 from vqacache.cli.eval import adapter_inputs, app, evaluate_any
 from vqacache.heads.scoring import get_scorer, list_scorers, training_scorer
@@ -27,10 +28,7 @@ P_CORRECT = {"correct": 1.0, "wrong": 0.0, "random": 0.45}
 
 
 def _root(shared_annotations: Path, name: str) -> Path:
-    root = shared_annotations / name
-    if not root.exists():
-        pytest.skip(f"needs {root}")
-    return root
+    return need_shared(shared_annotations / name)
 
 
 def _pct(c: int, n: int) -> float | None:
