@@ -4,8 +4,8 @@ question ids (issue 10, defects 1, 2, 5, 6, 7 and the smaller ones of 9).
 Each test failed on the code before publish-by-rename (in-place writes, delete-then-rename
 bundles, unbounded keys, last-qid-wins index, ``os.replace`` renewals). Mutations tried, each
 made a test here fail:
-- ``VideoWriter.commit`` without its ``lease.renew()``: the stalled writer's commit no longer
-  raises (test_stalled_writer_cannot_mix_rows_into_a_finished_video);
+- ``VideoWriter.commit`` without its ``lease.renew()``: the stalled writer publishes
+  (test_a_writer_whose_lease_was_taken_publishes_nothing);
 - ``publish`` treating an existing final group as success: A's rows "win"
   (test_two_writers_publishing_one_video_exactly_one_wins);
 - ``abort`` removing the final group instead of the temporary (test_stalled_writer_cannot_delete...);
@@ -13,13 +13,16 @@ made a test here fail:
   (test_a_failed_bundle_publish_keeps_the_old_bundle);
 - ``id_to_key`` without the hash step (test_long_unicode_ids_get_bounded_keys);
 - ``Lease.renew`` checking the token and then overwriting with ``os.replace``
-  (test_a_renewal_after_a_stall_never_overwrites_the_new_holder).
+  (test_a_renewal_after_a_stall_never_overwrites_the_new_holder);
+- ``_take_ticket`` deleting a ticket it found stale and re-creating it, as before
+  (test_two_stealers_never_both_hold_a_ticket).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,6 +86,19 @@ def test_stalled_writer_cannot_delete_a_finished_video(store):
     writer_a.abort()  # the decode error's clean-up
     assert store.is_complete("w") and store.verify_video("w") and len(store.read_video("w").cls) == 10
     assert store.temporaries() == []
+
+
+def test_a_writer_whose_lease_was_taken_publishes_nothing(store):
+    """A stalls past its lease and B takes the video over (B has not written yet): A's commit
+    checks its lease, fails, and leaves the key free for B."""
+    a = store.claim("w", "A", ttl_s=30, grace_s=0)
+    writer_a = store.begin_video("w", lease=a)
+    writer_a.append(**fake_video(5))
+    _stall(a)
+    assert store.claim("w", "B", ttl_s=30, grace_s=0) is not None
+    with pytest.raises(LeaseLost, match="taken over"):
+        writer_a.commit()
+    assert not store.is_complete("w") and store.temporaries() == []
 
 
 def test_two_writers_publishing_one_video_exactly_one_wins(store):
@@ -209,18 +225,30 @@ def test_a_renewal_after_a_stall_never_overwrites_the_new_holder(store, monkeypa
     b.renew()  # B's lease is intact and renewable
 
 
-def test_two_stealers_never_both_hold_a_ticket(store):
-    """Defect 9: of two stealers who both find a dead stealer's ticket stale, one gets the
-    next ticket; the other (however late) gets none and never deletes the winner's."""
+def test_two_stealers_never_both_hold_a_ticket(store, monkeypatch):
+    """Defect 9: stealers P1 and P2 both find a dead stealer's ticket stale; P2 looked first,
+    then P1 took its ticket before P2 acted on what it saw. P2 must get none (before: it
+    deleted the 'stale' ticket, by now P1's fresh one, and took it too)."""
     path = lease_mod.lease_path(store.path, "v")
     path.parent.mkdir(parents=True, exist_ok=True)
     dead = path.with_name(f".{path.name}.steal-T")
     dead.write_text("{}")
     os.utime(dead, (time.time() - 60, time.time() - 60))
-    first = _take_ticket(path, "T")
-    second = _take_ticket(path, "T")
-    assert first is not None and second is None
-    assert dead.exists() and first.exists()  # nothing deleted by the loser
+    real_stat = Path.stat
+    taken = {}
+
+    def p1_overtakes(self, *args, **kwargs):
+        result = real_stat(self, *args, **kwargs)  # P2 has just seen the dead ticket's age
+        if self == dead and "p1" not in taken:
+            taken["p1"] = None
+            taken["p1"] = _take_ticket(path, "T")  # P1 acts in between
+        return result
+
+    monkeypatch.setattr(Path, "stat", p1_overtakes)
+    p2 = _take_ticket(path, "T")
+    monkeypatch.undo()
+    assert taken["p1"] is not None and taken["p1"].exists()
+    assert p2 is None  # exactly one stealer holds a ticket
 
 
 def test_verify_counts_temporaries_and_removes_only_stale_ones(store):
