@@ -37,23 +37,13 @@ from typer.testing import CliRunner
 
 from vqacache.cache_spec import open_store
 from vqacache.cache_spec.lease import lease_path, try_claim
-from vqacache.featurize.imageqa import blip, registry
+from test_imageqa import config, fake_teacher  # noqa: F401 - fixture and helper shared with test_imageqa
+from vqacache.featurize.imageqa import blip
 from vqacache.featurize.imageqa.dataset_tokenizer import SPECIALS, build_dataset_tokenizer, tokens_sha256
 from vqacache.featurize.imageqa.task import _VideoPlan
-from vqacache.featurize.pipeline import FeaturizeConfig, featurize
+from vqacache.featurize.pipeline import featurize
 
 
-@pytest.fixture
-def fake_teacher(monkeypatch):
-    monkeypatch.setitem(registry.TEACHERS, "fake", "fake_teacher:build_fake_teacher")
-    return "fake"
-
-
-def config(cache, demo_root, tiny_clip, **kw) -> FeaturizeConfig:
-    base = dict(dataset="demo", data_root=demo_root, encoder=tiny_clip, weights="random", cache_root=cache,
-                splits=("val",), batch_size=8, workers=0)
-    base.update(kw)
-    return FeaturizeConfig(**base)
 
 
 def cli_args(cache, demo_root, tiny_clip, *extra) -> list[str]:
