@@ -99,3 +99,13 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     get_dataset("demo", root)  # generates on first use
     return root
+
+
+@pytest.fixture
+def fake_teacher(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The name of a cheap deterministic image-QA teacher (tests/fake_teacher.py), registered
+    for this test."""
+    from vqacache.featurize.imageqa import registry
+
+    monkeypatch.setitem(registry.TEACHERS, "fake", "fake_teacher:build_fake_teacher")
+    return "fake"

@@ -13,15 +13,8 @@ from fake_teacher import IMAGE_SIZE, FakeTeacher, logits, softmax
 from vqacache.cache_spec import SpecMismatch, UnknownName, UsageError, open_store
 from vqacache.cache_spec.frame_selection import frame_indices
 from vqacache.featurize.decode import decode_at_fps
-from vqacache.featurize.imageqa import registry
 from vqacache.featurize.imageqa.task import ImageQAResult, _VideoPlan
 from vqacache.featurize.pipeline import FeaturizeConfig, featurize
-
-
-@pytest.fixture
-def fake_teacher(monkeypatch):
-    monkeypatch.setitem(registry.TEACHERS, "fake", "fake_teacher:build_fake_teacher")
-    return "fake"
 
 
 def config(cache, demo_root, tiny_clip, **kw) -> FeaturizeConfig:

@@ -37,7 +37,7 @@ from typer.testing import CliRunner
 
 from vqacache.cache_spec import open_store
 from vqacache.cache_spec.lease import lease_path, try_claim
-from test_imageqa import config, fake_teacher  # noqa: F401 - fixture and helper shared with test_imageqa
+from test_imageqa import config
 from vqacache.featurize.imageqa import blip
 from vqacache.featurize.imageqa.dataset_tokenizer import SPECIALS, build_dataset_tokenizer, tokens_sha256
 from vqacache.featurize.imageqa.task import _VideoPlan

@@ -22,7 +22,7 @@ import zarr
 
 from vqacache.cache_spec import layout
 from vqacache.cache_spec.checksum import checksum_arrays
-from vqacache.cache_spec.errors import InvalidVideoId, NotComplete, StoreError
+from vqacache.cache_spec.errors import InvalidVideoId, StoreError
 from vqacache.cache_spec.keys import id_to_key, validate_id
 from vqacache.cache_spec.publish import is_temporary, remove_tree, replace, temp_key
 from vqacache.cache_spec.video_writer import utcnow
