@@ -384,7 +384,7 @@ class FeatureStore:
 
         The caller then checks :meth:`is_complete` (another process may have finished the
         video meanwhile), keeps the lease alive while working (``lease.keep_alive()`` or a
-        :class:`~vqacache.cache_spec.lease.Heartbeat`), writes with
+        :class:`~vqacache.cache_spec.heartbeat.Heartbeat`), writes with
         ``begin_video(..., lease=lease)`` and releases. A lease whose holder died is taken
         over ``ttl_s + grace_s`` after its last renewal, or at once when the holder ran on
         this host and its process is gone.

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from vqacache.cache_spec import FeatureStore, SamplingSpec, StoreError, open_store
-from vqacache.cache_spec.lease import DEFAULT_GRACE_S, Heartbeat, Lease, LeaseLost
+from vqacache.cache_spec.heartbeat import Heartbeat
+from vqacache.cache_spec.lease import DEFAULT_GRACE_S, Lease, LeaseLost
 from vqacache.cache_spec.video_writer import VideoWriter
 from vqacache.featurize.batcher import FrameBatcher
 from vqacache.featurize.datasets import QuestionRecord
