@@ -15,9 +15,9 @@ Planted mistakes, each checked to make a test here fail:
 2. ``options.check_teacher_options``: the tokenizer built whenever no ``--imageqa-tokenizer``
    is given (``if True:`` for ``if random:``) -> real weights without a tokenizer get the made-up
    one (``test_teacher_flag_errors_come_before_any_video`` [weights-without-tokenizer]).
-3. ``task.run_imageqa``: the ``held.still_ours()`` check before ``write_imageqa`` dropped ->
-   the video another run took over is written (``test_a_lease_taken_over_is_dropped_not_written``).
-4. ``task._Held``: no effective heartbeat (``lease.keep_alive(interval_s=3600)``) -> the slow
+3. ``task.run_imageqa``: the ``leases[video_id].renew()`` check before ``write_imageqa`` dropped
+   -> the video another run took over is written (``test_a_lease_taken_over_is_dropped_not_written``).
+4. ``task.run_imageqa``: no heartbeat running (``with heartbeat:`` -> ``if True:``) -> the slow
    video's lease expires and it is dropped (``test_the_heartbeat_keeps_a_slow_videos_lease``).
 5. ``cli._common.RichReporter.advance``: ``escape`` dropped -> ``[bold]a`` loses its brackets and
    ``clip[/x]`` raises MarkupError (``test_ids_with_markup_print_literally``).
@@ -205,14 +205,14 @@ def test_the_heartbeat_keeps_a_slow_videos_lease(tmp_path, demo_root, tiny_clip,
     def slow_score(self, *args, **kwargs):
         if not slow:
             slow.append(self.rows[0].video_id)
-            time.sleep(3.0)  # twice the ttl
+            time.sleep(5.0)  # well past the ttl
         return score(self, *args, **kwargs)
 
-    # the features pass first, with the default ttl; then the image-QA pass with a 1.5 s ttl
+    # the features pass first, with the default ttl; then the image-QA pass with a 3 s ttl
     featurize(config(tmp_path, demo_root, tiny_clip))
     monkeypatch.setattr(_VideoPlan, "score", slow_score)
     result = featurize(config(tmp_path, demo_root, tiny_clip, imageqa=fake_teacher, imageqa_frames=3,
-                              lease_ttl_s=1.5))
+                              lease_ttl_s=3))
     assert slow and result.imageqa_lost == 0 and result.imageqa_done == 4, result.summary_line()
 
 

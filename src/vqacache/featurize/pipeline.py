@@ -153,18 +153,18 @@ class FeaturizeResult:
 
     def summary_line(self) -> str:
         fps = self.frames / self.seconds if self.seconds > 0 else 0.0
-        return (
-            f"{self.done} videos done, {self.skipped} skipped, {self.failed} failed"
-            + (f", {self.lost} lost to another run" if self.lost else "") + "; "
-            + 
-            f"{self.frames} frames in {self.seconds:.1f} s ({fps:.1f} frames/s); "
-            f"{self.questions} questions; "
-            + (f"image-QA: {self.imageqa_done} videos scored, {len(self.imageqa_failures)} failed"
-               + (f", {self.imageqa_lost} left to another run" if self.imageqa_lost else "") + "; "
-               if self.imageqa_done or self.imageqa_failures or self.imageqa_lost else "")
-            + (f"store {self.store_path}" if len(self.store_paths) <= 1
-               else f"stores {', '.join(str(p) for p in self.store_paths)}")
-        )
+        lost = f", {self.lost} lost to another run" if self.lost else ""
+        parts = [
+            f"{self.done} videos done, {self.skipped} skipped, {self.failed} failed{lost}",
+            f"{self.frames} frames in {self.seconds:.1f} s ({fps:.1f} frames/s)",
+            f"{self.questions} questions",
+        ]
+        if self.imageqa_done or self.imageqa_failures or self.imageqa_lost:
+            left = f", {self.imageqa_lost} left to another run" if self.imageqa_lost else ""
+            parts.append(f"image-QA: {self.imageqa_done} videos scored, {len(self.imageqa_failures)} failed{left}")
+        parts.append(f"store {self.store_path}" if len(self.store_paths) <= 1
+                     else f"stores {', '.join(str(p) for p in self.store_paths)}")
+        return "; ".join(parts)
 
     def add(self, shard: ShardResult) -> None:
         self.done += len(shard.done)

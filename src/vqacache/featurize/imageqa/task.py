@@ -8,16 +8,16 @@ decode children) keeping only those frames, encode each distinct frame set once 
 teacher's vision model, rank every question's answers on it, and add the arrays to the
 video's question bundle.
 
-Each video is claimed with an ``imageqa`` lease first, renewed by a heartbeat thread
-(``Lease.keep_alive``, every ttl/3) for as long as the video is being decoded and scored, and
-checked once more (``Lease.renew``) right before its arrays are published. A lease found lost
-(it expired, and another run took the video over) means that run has the video: this one drops
-it without writing, counts it in :attr:`ImageQAResult.lost` and goes on.
+Each video is claimed with an ``imageqa`` lease first, renewed by the task's heartbeat thread
+(:class:`~vqacache.cache_spec.heartbeat.Heartbeat`, every ttl/3) for as long as the video is
+being decoded and scored, and checked once more (``Lease.renew``) right before its arrays are
+published. A lease found lost (it expired, and another run took the video over) means that run
+has the video: this one drops it without writing, counts it in :attr:`ImageQAResult.lost` and
+goes on. Any other error while scoring or writing one video is recorded for that video alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
@@ -28,6 +28,7 @@ import numpy as np
 
 from vqacache.cache_spec import FeatureStore, TeacherSpec, vocab_sha256
 from vqacache.cache_spec.frame_selection import frame_indices
+from vqacache.cache_spec.heartbeat import Heartbeat
 from vqacache.cache_spec.lease import Lease, LeaseLost
 from vqacache.featurize.datasets import QuestionRecord
 from vqacache.featurize.decode import DecodeError
@@ -156,7 +157,8 @@ def run_imageqa(task: ImageQATask, on_video: VideoCallback | None = None) -> Ima
     k = spec.k or 0
     pool = cached_pool(task.decode)
     plans: dict[str, _VideoPlan] = {}
-    leases: dict[str, _Held] = {}
+    leases: dict[str, Lease] = {}
+    heartbeat = Heartbeat()
 
     def claimed():
         for video_id, path in task.videos:
@@ -170,75 +172,58 @@ def run_imageqa(task: ImageQATask, on_video: VideoCallback | None = None) -> Ima
             if lease is None:
                 result.skipped.append(video_id)
                 continue
-            leases[video_id] = _Held(lease)
+            leases[video_id] = lease
+            heartbeat.add(lease)
             plans[video_id] = _VideoPlan.build(store, task.split, video_id, spec.frames)
             yield video_id, path
 
+    def give_up(video_id: str) -> Lease:
+        lease = leases.pop(video_id)
+        heartbeat.discard(lease)
+        lease.release()  # returns False, touching nothing, if another run holds it now
+        return lease
+
+    def fail(video_id: str, reason: str) -> None:
+        result.failed[video_id] = reason
+        give_up(video_id)
+        if on_video is not None:
+            on_video(video_id, 0, reason)
+
     try:
-        for stream in pool.imap(claimed()):
-            video_id = stream.video_id
-            plan = plans.pop(video_id)
-            try:
-                t0 = time.perf_counter()
-                frames = plan.collect(stream)
-                result.timings["imageqa_decode"] += time.perf_counter() - t0
-            except (DecodeError, FrameMismatch) as exc:
-                reason = getattr(exc, "reason", "frame-mismatch")
-                result.failed[video_id] = f"{reason}: {exc}"
-                leases.pop(video_id).release()
+        with heartbeat:
+            for stream in pool.imap(claimed()):
+                video_id = stream.video_id
+                plan = plans.pop(video_id)
+                try:
+                    t0 = time.perf_counter()
+                    frames = plan.collect(stream)
+                    result.timings["imageqa_decode"] += time.perf_counter() - t0
+                except (DecodeError, FrameMismatch) as exc:
+                    fail(video_id, f"{getattr(exc, 'reason', 'frame-mismatch')}: {exc}")
+                    continue
+                if leases[video_id].lost:  # the heartbeat found it taken over: do not even score it
+                    result.lost.append(give_up(video_id).video_id)
+                    continue
+                try:
+                    arrays = plan.score(teacher, frames, vocab, k, result)
+                    leases[video_id].renew()  # checked right before publishing
+                    t0 = time.perf_counter()
+                    store.write_imageqa(task.split, video_id, task.teacher_fingerprint, arrays)
+                    result.timings["imageqa_write"] += time.perf_counter() - t0
+                except LeaseLost:  # expired, and another run holds it now
+                    result.lost.append(give_up(video_id).video_id)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - e.g. out of memory: this video only
+                    fail(video_id, f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
+                    continue
+                result.done[video_id] = len(plan.rows)
+                give_up(video_id)
                 if on_video is not None:
-                    on_video(video_id, 0, result.failed[video_id])
-                continue
-            held = leases[video_id]
-            if held.lease.lost:  # the heartbeat found it taken over: do not even score it
-                result.lost.append(leases.pop(video_id).drop())
-                continue
-            arrays = plan.score(teacher, frames, vocab, k, result)
-            if not held.still_ours():  # checked right before publishing
-                result.lost.append(leases.pop(video_id).drop())
-                continue
-            t0 = time.perf_counter()
-            store.write_imageqa(task.split, video_id, task.teacher_fingerprint, arrays)
-            result.timings["imageqa_write"] += time.perf_counter() - t0
-            result.done[video_id] = len(plan.rows)
-            leases.pop(video_id).release()
-            if on_video is not None:
-                on_video(video_id, len(plan.rows), None)
+                    on_video(video_id, len(plan.rows), None)
     finally:
-        for held in leases.values():
-            held.release()
+        for video_id in list(leases):
+            give_up(video_id)
     return result
-
-
-class _Held:
-    """A claimed video's lease with its heartbeat (``keep_alive``) running from the claim on."""
-
-    def __init__(self, lease: Lease) -> None:
-        self.lease = lease
-        self._beat: contextlib.AbstractContextManager[Any] | None = lease.keep_alive()
-        self._beat.__enter__()
-
-    def still_ours(self) -> bool:
-        """Renew now: False when the lease is lost (expired, or another run holds it)."""
-        try:
-            self.lease.renew()
-        except LeaseLost:
-            return False
-        return True
-
-    def _stop(self) -> None:
-        if self._beat is not None:
-            beat, self._beat = self._beat, None
-            beat.__exit__(None, None, None)
-
-    def release(self) -> None:
-        self._stop()
-        self.lease.release()  # a no-op returning False if another run holds it now
-
-    def drop(self) -> str:
-        """Stop renewing a lost lease and give up the video; returns its id."""
-        self.release()
-        return self.lease.video_id
 
 
 class FrameMismatch(Exception):
