@@ -6,6 +6,7 @@ of the file name (such files need not exist):
 - ``hang-*``: sleeps forever before the first chunk; ``stall-*``: one chunk, then forever.
 - ``segv-*``: kills itself with SIGSEGV; ``exit-*``: ``os._exit(139)``.
 - ``raise-*``: one chunk, then ``DecodeError("decode-error", RAISED_MESSAGE)``.
+- ``value-*``: ``ValueError(RAISED_MESSAGE)``; ``odd-*``: :class:`OddError` (a type of its own).
 - ``drip-*``: a chunk every DRIP_S seconds until ``<path>.release`` exists, then ends.
 - ``meet-<n>-*``: creates ``<path>.started``, waits until its folder holds n ``*.started``
   files (n videos decoded at the same time), then one chunk.
@@ -59,6 +60,10 @@ def decode(path, fps=DEFAULT_FPS, short_side=256, chunk_frames=64) -> Iterator[D
     elif kind == "raise":
         yield fake_chunk(name, 0)
         raise DecodeError("decode-error", RAISED_MESSAGE)
+    elif kind == "value":
+        raise ValueError(RAISED_MESSAGE)
+    elif kind == "odd":
+        raise OddError(RAISED_MESSAGE)
     elif kind == "drip":
         for k in itertools.count():
             yield fake_chunk(name, k)
@@ -83,6 +88,10 @@ def decode(path, fps=DEFAULT_FPS, short_side=256, chunk_frames=64) -> Iterator[D
             yield fake_chunk(name, k, size=(1 + k) * 320)
     else:
         yield from iter_decode_at_fps(path, fps, short_side, chunk_frames)
+
+
+class OddError(Exception):
+    """An exception type only this module knows."""
 
 
 def fake_chunk(name: str, k: int, size: int = 8) -> DecodedFrames:

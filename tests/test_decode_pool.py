@@ -1,10 +1,10 @@
 """DecodePool: decoding in child processes gives exactly the in-process chunks, in input order;
 hangs, crashes, broken files and abandoned streams fail one video only and leak nothing.
 
-Spawned children import torch (several seconds on a slow machine), so the tests share two
-pools: ``spawn_pool`` (the default start method) and ``fault_pool`` ("forkserver": a child
-replaced after a crash or a timeout starts in milliseconds). Both run the misbehaving
-``decode_pool_faults.decode``, which decodes real files with the real decoder.
+Children are fresh interpreters importing torch (several seconds on a slow machine), so the
+tests share two pools: ``spawn_pool`` and ``fault_pool`` (a short timeout; it was the
+"forkserver" pool, a start method now accepted for compatibility only). Both run the
+misbehaving ``decode_pool_faults.decode``, which decodes real files with the real decoder.
 
 No assertion here depends on how fast the machine is: where a test needs one thing to happen
 before another, a fake video announces it with a file (see ``decode_pool_faults``) and the
@@ -13,6 +13,7 @@ test waits for that file (:func:`wait_until`); the only limits are failure paths
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections import Counter
@@ -24,7 +25,7 @@ import pytest
 
 from vqacache.cache_spec.errors import UsageError
 from vqacache.featurize.decode import DecodeError, iter_decode_at_fps
-from vqacache.featurize.decode_pool import (
+from vqacache.featurize.decode.pool import (
     DEFAULT_DECODE_FN,
     DecodePool,
     DecodePoolError,
@@ -337,6 +338,48 @@ def test_growing_chunks_and_pipe_transport(transport: str) -> None:
         assert_no_leak(pool)
         pids = pool.pids
     assert_closed_clean(pool, pids)
+
+
+# -- hosts -----------------------------------------------------------------------------------------
+
+
+def _decode_in(queue, videos: list[tuple[str, str]]) -> None:  # noqa: ANN001
+    """Run in a daemonic process: decode ``videos`` in a pool of its own, report what came out."""
+    out = []
+    try:
+        with DecodePool(1, chunk_frames=CHUNK, decode_fn=FAULTS) as pool:
+            for stream in pool.imap(videos):
+                chunks, error = [], None
+                try:
+                    chunks.extend(stream.chunks())
+                except Exception as e:  # noqa: BLE001 - reported to the test
+                    error = (type(e).__name__, str(e).splitlines()[0])
+                out.append((stream.video_id, len(chunks), error))
+    finally:
+        queue.put(out)
+
+
+def test_a_daemonic_process_may_host_the_pool() -> None:
+    """A Dask worker under its nanny is daemonic; multiprocessing children were refused there."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    videos = [("a", "fake-2-a"), ("s", "segv-s"), ("v", "value-v"), ("o", "odd-o"), ("b", "fake-1-b")]
+    host = ctx.Process(target=_decode_in, args=(queue, videos), daemon=True)
+    host.start()
+    try:
+        got = queue.get(timeout=300)  # a failure path only
+    finally:
+        host.join(60)
+        if host.exitcode is None:
+            host.kill()
+    assert host.exitcode == 0
+    message = decode_pool_faults.RAISED_MESSAGE
+    assert [g[:2] for g in got] == [("a", 2), ("s", 0), ("v", 0), ("o", 0), ("b", 1)]
+    assert got[0][2] is None and got[4][2] is None
+    assert got[1][2][0] == "DecodeError" and "SIGSEGV" in got[1][2][1]
+    assert got[2][2] == ("ValueError", message)  # a builtin exception comes back as itself
+    # any other type as a RuntimeError that names it (nothing a child sends is unpickled)
+    assert got[3][2][0] == "RuntimeError" and "decode_pool_faults.OddError: " + message in got[3][2][1]
 
 
 # -- options ------------------------------------------------------------------------------------

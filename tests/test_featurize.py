@@ -15,7 +15,7 @@ from vqacache.cli.featurize import app as featurize_app
 from vqacache.featurize.datasets import get_dataset
 from vqacache.featurize.decode import decode_at_fps
 from vqacache.featurize.encoders import get_encoder
-from vqacache.featurize.repeats import RepeatExpander
+from vqacache.featurize.decode.repeats import RepeatExpander
 
 runner = CliRunner()
 

@@ -22,10 +22,9 @@ from typer.testing import CliRunner
 from vqacache.cache_spec import open_store
 from vqacache.cache_spec.errors import UsageError
 from vqacache.cli.featurize import app as featurize_app
-from vqacache.featurize import frame_folder
-from vqacache.featurize.decode import DecodeError, decode_at_fps, iter_decode_at_fps, resize_short_side
-from vqacache.featurize.decode_pool import DecodePool
-from vqacache.featurize.frame_plan import plan_frames
+from vqacache.featurize.decode import DecodeError, decode_at_fps, frame_folder, iter_decode_at_fps, resize_short_side
+from vqacache.featurize.decode.frame_plan import plan_frames
+from vqacache.featurize.decode.pool import DecodePool
 from vqacache.featurize.shard import DecodeArgs, cached_pool
 
 FPS = Fraction(15, 2)

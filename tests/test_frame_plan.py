@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from vqacache.featurize.frame_plan import native_frame_ticks, plan_frames
+from vqacache.featurize.decode.frame_plan import native_frame_ticks, plan_frames
 
 FPS = Fraction(15, 2)
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from vqacache.featurize.repeats import RepeatExpander
+from vqacache.featurize.decode.repeats import RepeatExpander
 
 
 class ChunkSink(Protocol):

@@ -28,7 +28,7 @@ from vqacache.cache_spec.video_writer import VideoWriter
 from vqacache.featurize.batcher import FrameBatcher
 from vqacache.featurize.datasets import QuestionRecord
 from vqacache.featurize.decode import DecodeError
-from vqacache.featurize.decode_pool import DecodePool
+from vqacache.featurize.decode.pool import DecodePool
 from vqacache.featurize.encoders import Encoder, get_encoder
 from vqacache.featurize.text_features import write_question_bundles
 

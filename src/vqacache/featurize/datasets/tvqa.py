@@ -64,7 +64,7 @@ from vqacache.featurize.datasets.paths import (
 )
 from vqacache.featurize.datasets.records import QuestionRecord, VideoRecord
 from vqacache.featurize.datasets.registry import register_dataset
-from vqacache.featurize.frame_plan import parse_rate
+from vqacache.featurize.decode.frame_plan import parse_rate
 
 NAME = "tvqa"
 FILES = {

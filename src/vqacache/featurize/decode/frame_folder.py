@@ -6,7 +6,7 @@ carry their frame number as the last run of digits in the file name's stem; othe
 ignored. The folder holds no timestamps, so the caller gives the source rate ``frames_fps``:
 frame ``i`` (0-based, sorted by number) has the pts ``(number_i - number_0) / frames_fps``
 seconds. Those integer ticks (time base ``1 / frames_fps``) go through the same
-:func:`~vqacache.featurize.frame_plan.plan_frames` as a video's, so ``pts``, ``src_index``,
+:func:`~vqacache.featurize.decode.frame_plan.plan_frames` as a video's, so ``pts``, ``src_index``,
 ``is_repeat`` and the duration are exactly those of a video file with these timestamps, and
 the frames go through the same :func:`~vqacache.featurize.decode.resize_short_side`.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vqacache.featurize.decode import (
+from vqacache.featurize.decode.frames import (
     ChunkBuilder,
     DecodedFrames,
     DecodeError,
@@ -41,7 +41,7 @@ from vqacache.featurize.decode import (
     output_size,
     resize_short_side,
 )
-from vqacache.featurize.frame_plan import FramePlan, fraction_str, parse_rate, plan_frames
+from vqacache.featurize.decode.frame_plan import FramePlan, fraction_str, parse_rate, plan_frames
 
 CODECS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 """Image extensions read (lower-cased) -> the codec recorded in :class:`VideoInfo`."""
@@ -106,7 +106,7 @@ def iter_decode_frame_folder(
 ) -> Iterator[DecodedFrames]:
     """Yield a frame folder's output frames in chunks of at most ``chunk_frames`` frames.
 
-    The contract of :func:`~vqacache.featurize.decode.iter_decode_at_fps` (which calls this
+    The contract of :func:`~vqacache.featurize.decode.video.iter_decode_at_fps` (which calls this
     for a directory; ``fps``, ``short_side`` and ``chunk_frames`` are checked there):
     concatenated chunks give the whole video, nothing is read before the first ``next()``,
     memory holds one chunk plus at most 16 native-size images.

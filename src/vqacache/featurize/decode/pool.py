@@ -2,42 +2,48 @@
 
 decord can hang on a broken file where no signal handler ever runs, and it segfaults when it
 shares a process with CUDA torch. So the process that holds the model never decodes:
-:class:`DecodePool` runs ``decode_fn`` (default :func:`~vqacache.featurize.decode.iter_decode_at_fps`)
+:class:`DecodePool` runs ``decode_fn`` (default :func:`~vqacache.featurize.decode.video.iter_decode_at_fps`)
 in child processes, and :meth:`DecodePool.imap` hands out one :class:`VideoStream` per video,
 in input order, while the next ``prefetch_videos`` videos are already being decoded.
 
 How it works:
 
-* **Children** start with the "spawn" method (fork is unsafe once torch has threads or CUDA;
-  "forkserver" also works and restarts a child in milliseconds instead of a fresh interpreter
-  importing torch). Spawned children get the parent's ``sys.path``, so ``decode_fn`` may live
-  in any module the parent can import. Each child decodes the videos it is sent one after
-  the other; the parent gives a child at most two (the one it decodes and the next), in
-  input order, least busy child first.
+* **Children** are fresh interpreters started with :mod:`subprocess`
+  (``python -m vqacache.featurize.decode.child``, see :mod:`~vqacache.featurize.decode.child`),
+  not multiprocessing children: a daemonic process (a Dask worker under its nanny, the
+  default of ``dask worker`` and dask-jobqueue) may start them. (fork would be unsafe once
+  torch has threads or CUDA.) They get the parent's ``sys.path``, so ``decode_fn`` may live
+  in any module the parent can import. Parent and child exchange the typed messages of
+  :mod:`~vqacache.featurize.decode.protocol` (JSON headers, raw arrays; no pickle) over two
+  pipes. Each child decodes the videos it is sent one after the other; the parent gives a
+  child at most two (the one it decodes and the next), in input order, least busy child first.
 * **Frames** travel through shared memory. Each child owns a ring of ``max_chunks_in_flight``
   blocks reused from chunk to chunk (a block is replaced by a bigger one when a chunk does not
-  fit). It copies a chunk's frames into a free block and sends a small message (block, shape,
+  fit; see :mod:`~vqacache.featurize.decode.ring`). It copies a chunk's frames into a free
+  block and sends a small :class:`~vqacache.featurize.decode.protocol.Chunk` (block, shape,
   pts, src_index, is_repeat, and the VideoInfo with the first chunk) through its pipe; the
   parent copies the frames out into an ordinary array and hands the block back. A child whose
   blocks are all taken waits: that is the backpressure, and it bounds /dev/shm use to
   ``processes * max_chunks_in_flight`` chunks whatever the consumer keeps. A block is
   reserved with ``posix_fallocate`` when created: where /dev/shm is too small (Docker's
-  64 MB default) that chunk goes pickled through the pipe instead of the child dying of SIGBUS.
+  64 MB default) that chunk goes through the pipe instead of the child dying of SIGBUS.
   Measured with 22 MB chunks (64 frames of 256x455): 12 ms per chunk end to end, of which
-  5.6 ms of the consumer's CPU (one memcpy); pickled through the pipe: 109 ms and 20 ms.
-* **Failures.** The parent waits on a child's pipe and its process sentinel together, with a
+  5.6 ms of the consumer's CPU (one memcpy); pickled through a pipe: 109 ms and 20 ms.
+* **Failures.** The parent waits on a child's pipe (its end reads as closed when the child dies), with a
   deadline ``timeout_s`` after the last message exchanged with that child (no deadline while
   the child waits for the consumer to free a block). A dead child gives
   ``DecodeError("crashed")``; a silent one is killed with SIGKILL (which no hang resists) and
   gives ``"timeout"``. Either way only the video the child had started fails: a fresh child
   takes its place at once, and the videos queued on the old one move to it. Chunks the child
-  sent before failing are still delivered first. The child's own exceptions come back pickled
-  and are raised as they are (a ``DecodeError`` keeps its reason and message). Children are
+  sent before failing are still delivered first. The child's own exceptions come back as
+  their type, message and traceback (a ``DecodeError`` keeps its reason and message; see
+  :func:`~vqacache.featurize.decode.protocol.rebuild_error`). Children are
   watched while the consumer waits on the pool (there is no background thread): a prefetching
   child that hangs is found when its video's turn comes.
 * **Cleanup.** A child announces each block's name before creating it, so the parent can
   unlink the blocks of a child it killed, and every block on :meth:`DecodePool.close`. A child
-  is killed when its parent dies (Linux), and Python's resource tracker unlinks what is left.
+  is killed when its parent dies (Linux), and the parent's resource tracker (which the
+  children share) unlinks what is left.
 
 A consumer that stops reading a stream (``break``), or takes the next stream first, abandons
 the video: the child is told to stop, its remaining chunks are discarded unread. The pool is
@@ -46,22 +52,20 @@ not thread-safe; one :meth:`~DecodePool.imap` runs at a time.
 
 from __future__ import annotations
 
-import ctypes
-import importlib
+import dataclasses
 import itertools
+import json
 import math
-import multiprocessing
 import multiprocessing.connection
 import os
-import pickle
 import secrets
 import signal
+import subprocess
 import sys
 import time
-import traceback
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from multiprocessing.shared_memory import SharedMemory
@@ -71,17 +75,36 @@ from typing import Any, Literal
 import numpy as np
 
 from vqacache.cache_spec.errors import UsageError, VqaCacheError
-from vqacache.featurize.decode import (
+from vqacache.featurize.decode.frames import (
     DEFAULT_CHUNK_FRAMES,
     DEFAULT_FPS,
     DEFAULT_SHORT_SIDE,
     DecodedFrames,
     DecodeError,
 )
+from vqacache.featurize.decode.protocol import (
+    FINAL,
+    Cancel,
+    Channel,
+    Chunk,
+    End,
+    Error,
+    Free,
+    Message,
+    Ready,
+    Shm,
+    Start,
+    Task,
+    config_kwargs,
+    rebuild_error,
+    resolve_decode_fn,
+)
+from vqacache.featurize.decode.ring import SHM_PREFIX, copy_out, tracker_fd, unlink
 
-DEFAULT_DECODE_FN = "vqacache.featurize.decode:iter_decode_at_fps"
-SHM_PREFIX = "vqacache-"
-"""Every shared-memory block of a pool is named ``vqacache-<pool token>-...``."""
+__all__ = ["DEFAULT_DECODE_FN", "SHM_PREFIX", "DecodePool", "DecodePoolError", "PoolStats", "VideoStream",
+           "resolve_decode_fn"]
+
+DEFAULT_DECODE_FN = "vqacache.featurize.decode.video:iter_decode_at_fps"
 STARTUP_TIMEOUT_S = 300.0
 """How long a new child may take to import its modules (torch: seconds, more on a busy node)."""
 TASKS_PER_CHILD = 2
@@ -89,11 +112,10 @@ TASKS_PER_CHILD = 2
 MAX_FRUITLESS_RESTARTS = 3
 """Children that die before starting any video, in a row, before the pool gives up."""
 MP_CONTEXTS = ("spawn", "forkserver")
+"""Accepted for compatibility; children are always fresh interpreters (see the module docstring)."""
 TRANSPORTS = ("shm", "pipe")
 
-_MIB = 1 << 20
 _JOIN_S = 5.0  # wait for a SIGKILLed child to be reaped (longer only in uninterruptible sleep)
-_TERMINAL = ("end", "error", "cancelled")
 
 
 class DecodePoolError(VqaCacheError, RuntimeError):
@@ -107,7 +129,7 @@ class PoolStats:
     chunks: int = 0
     """Chunks delivered to the consumer."""
     inline_chunks: int = 0
-    """Of those, chunks pickled through the pipe (no shared memory, or ``transport="pipe"``)."""
+    """Of those, chunks sent through the pipe (no shared memory, or ``transport="pipe"``)."""
     timeouts: int = 0
     crashes: int = 0
     restarts: int = 0
@@ -130,7 +152,7 @@ class DecodePool:
     Args:
         processes: child processes decoding at the same time.
         fps, short_side, chunk_frames: passed to ``decode_fn`` (see
-            :func:`~vqacache.featurize.decode.iter_decode_at_fps`).
+            :func:`~vqacache.featurize.decode.video.iter_decode_at_fps`).
         frames_fps: source frame rate of the folders of frames among the videos (``3``,
             ``"30000/1001"``); passed to ``decode_fn`` only when set, so decode functions
             without that argument still work for video files.
@@ -139,10 +161,11 @@ class DecodePool:
         prefetch_videos: videos decoded ahead of the one being consumed.
         max_chunks_in_flight: chunks a child may have produced that the consumer has not
             taken yet (shared-memory blocks per child).
-        mp_context: "spawn" (default) or "forkserver".
+        mp_context: "spawn" (default) or "forkserver": accepted for compatibility, both start
+            each child as a fresh interpreter with :mod:`subprocess`.
         decode_fn: ``"module:function"`` with iter_decode_at_fps's signature, imported in
             the children (tests point it at misbehaving functions).
-        transport: "shm" (default) or "pipe" (pickle every chunk through the pipe; slower).
+        transport: "shm" (default) or "pipe" (every chunk's frames through the pipe; slower).
     """
 
     def __init__(
@@ -168,13 +191,11 @@ class DecodePool:
         self.stats = PoolStats()
         self.shm_prefix = f"{SHM_PREFIX}{secrets.token_hex(3)}-"
         """Names of this pool's blocks: ``<shm_prefix><child pid>-<slot>-<n>``."""
-        ctx = multiprocessing.get_context(mp_context)
-        if mp_context == "forkserver":  # children fork from a server that imported these once
-            ctx.set_forkserver_preload([__name__, decode_fn.partition(":")[0]])
         kwargs = dict(fps=fps, short_side=short_side, chunk_frames=chunk_frames)
         kwargs |= {} if frames_fps is None else {"frames_fps": frames_fps}
-        child_args = (decode_fn, kwargs, max_chunks_in_flight, transport == "shm")
-        self._spawn = lambda index: _Worker(ctx, index, self.shm_prefix, child_args)
+        config = dict(shm_prefix=self.shm_prefix, decode_fn=decode_fn, kwargs=config_kwargs(kwargs),
+                      n_slots=max_chunks_in_flight, use_shm=transport == "shm")
+        self._spawn = lambda index: _Worker(index, config)
         self._workers: list[_Worker] = []
         self._finalizer = weakref.finalize(self, _shutdown, self._workers)
         self._workers.extend(self._spawn(i) for i in range(processes))
@@ -197,7 +218,7 @@ class DecodePool:
     @property
     def pids(self) -> list[int]:
         """Process ids of the current children."""
-        return [w.process.pid for w in self._workers]
+        return [w.pid for w in self._workers]
 
     def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> bool:
         """Block until every child has started (imported its decoder), at most ``timeout_s``;
@@ -209,13 +230,10 @@ class DecodePool:
             remaining = deadline - time.monotonic()
             if not waiting or remaining <= 0:
                 return not waiting
-            handles = [w.conn for w in waiting] + [w.process.sentinel for w in waiting]
-            ready = set(multiprocessing.connection.wait(handles, remaining))
+            ready = set(_wait([w.conn for w in waiting], remaining))
             for worker in waiting:
                 if worker.conn in ready:
                     self._read(worker)
-                elif worker.process.sentinel in ready:
-                    self._fail(worker, "crashed")
 
     def imap(self, videos: Iterable[tuple[str, str | os.PathLike[str]]]) -> Iterator[VideoStream]:
         """Yield one :class:`VideoStream` per ``(video_id, path)``, in input order.
@@ -278,10 +296,10 @@ class DecodePool:
             task.finished = True
             return
         for msg in task.inbox:
-            if msg[0] == "chunk":
+            if isinstance(msg, Chunk):
                 worker.release(msg)
         task.inbox.clear()
-        worker.send(("cancel", task.id))
+        worker.send(Cancel(task.id))
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -299,29 +317,28 @@ class DecodePool:
                 return None
             self._pump(task)
         msg = task.inbox.popleft()
-        kind = msg[0]
-        if kind == "chunk":
+        if isinstance(msg, Chunk):
             return self._deliver(task, msg)
         task.finished = True
-        if kind == "end":
+        if isinstance(msg, End):
             return None
-        if kind == "error":
-            raise _child_error(msg, task.worker.pid)
-        raise AssertionError(f"unexpected message {kind!r} for a live stream")
+        if isinstance(msg, Error):
+            raise rebuild_error(msg, task.worker.pid)
+        raise AssertionError(f"unexpected message {msg!r} for a live stream")
 
-    def _deliver(self, task: _Task, msg: tuple) -> DecodedFrames:
-        _, _, slot, payload, pts, src_index, is_repeat, info, new_info = msg
-        if slot >= 0:
-            frames = task.worker.copy_out(slot, *payload)  # (T, H, W, 3)
-            task.worker.release(msg)
-        else:
-            frames = payload
+    def _deliver(self, task: _Task, msg: Chunk) -> DecodedFrames:
+        if msg.inline:
+            frames = msg.frames
             task.worker.held_msgs -= 1
             self.stats.inline_chunks += 1
-        if new_info:
-            task.info = info
+        else:
+            frames = task.worker.copy_out(msg)  # (T, H, W, 3)
+            task.worker.release(msg)
+        if msg.new_info:
+            task.info = msg.info
         self.stats.chunks += 1
-        return DecodedFrames(frames=frames, pts=pts, src_index=src_index, is_repeat=is_repeat, info=task.info)
+        return DecodedFrames(frames=frames, pts=msg.pts, src_index=msg.src_index, is_repeat=msg.is_repeat,
+                             info=task.info)
 
     def _pump(self, task: _Task) -> None:
         """Wait for one event from ``task``'s child or a child draining an abandoned video."""
@@ -335,13 +352,10 @@ class DecodePool:
             raise AssertionError(f"video {task.video_id!r} is waiting for no child")
         deadline = min(w.deadline(self.timeout_s) for w in watched)
         timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
-        handles = [w.conn for w in watched] + [w.process.sentinel for w in watched]
-        ready = set(multiprocessing.connection.wait(handles, timeout))
+        ready = set(_wait([w.conn for w in watched], timeout))
         for worker in watched:
             if worker.conn in ready:
                 self._read(worker)
-            elif worker.process.sentinel in ready:
-                self._fail(worker, "crashed")
             elif time.monotonic() >= worker.deadline(self.timeout_s):
                 self._fail(worker, "timeout")
 
@@ -353,30 +367,28 @@ class DecodePool:
             self._fail(worker, "crashed")
             return
         worker.last_event = time.monotonic()
-        kind = msg[0]
-        if kind == "ready":
+        if isinstance(msg, Ready):
             worker.ready = True
             return
-        if kind == "shm":
-            _, slot, name = msg
-            worker.block_names[slot] = name
-            worker.all_names.add(name)
+        if isinstance(msg, Shm):
+            worker.block_names[msg.slot] = msg.name
+            worker.all_names.add(msg.name)
             return
-        task = next((t for t in worker.tasks if t.id == msg[1]), None)
+        task = next((t for t in worker.tasks if t.id == getattr(msg, "id", None)), None)
         if task is None:
-            raise AssertionError(f"decode worker pid {worker.pid} sent {kind!r} for unknown video {msg[1]}")
-        if kind == "start":
+            raise AssertionError(f"decode worker pid {worker.pid} sent {msg!r} for an unknown video")
+        if isinstance(msg, Start):
             worker.running = task
             self._fruitless = 0
         elif task.abandoned:
-            if kind == "chunk":
+            if isinstance(msg, Chunk):
                 worker.count(msg)
                 worker.release(msg)  # discarded unread
         else:
-            if kind == "chunk":
+            if isinstance(msg, Chunk):
                 worker.count(msg)
             task.inbox.append(msg)
-        if kind in _TERMINAL:
+        if isinstance(msg, FINAL):
             worker.tasks.remove(task)
             worker.running = None if worker.running is task else worker.running
             task.finished = task.finished or task.abandoned
@@ -390,7 +402,7 @@ class DecodePool:
                 task.inbox = deque(m for m in map(worker.materialize, task.inbox) if m is not None)
         worker.shutdown()
         if reason == "crashed":
-            how = f"died ({_describe_exit(worker.process.exitcode)})"
+            how = f"died ({_describe_exit(worker.process.returncode)})"
         elif worker.ready:
             how = f"sent nothing for {self.timeout_s:g} s and was killed"
         else:
@@ -464,7 +476,7 @@ class _Task:
     video_id: str
     path: str | os.PathLike[str]
     worker: _Worker | None = None
-    inbox: deque[tuple] = field(default_factory=deque)
+    inbox: deque[Message] = field(default_factory=deque)
     """Messages read from the child, not yet taken by the consumer."""
     info: Any = None
     error: DecodeError | None = None
@@ -473,17 +485,30 @@ class _Task:
 
 
 class _Worker:
-    """One child process, its pipe and the parent's view of its shared-memory blocks."""
+    """One child process, its pipes and the parent's view of its shared-memory blocks."""
 
-    def __init__(self, ctx: Any, index: int, shm_prefix: str, args: tuple) -> None:
-        parent_conn, child_conn = ctx.Pipe()
-        self.process = ctx.Process(target=_child_main, args=(child_conn, shm_prefix, *args),
-                                   name=f"vqacache-decode-{index}", daemon=True)
-        self.process.start()
-        child_conn.close()  # so that the child's death reads as EOF here
-        self.conn = parent_conn
+    def __init__(self, index: int, config: dict[str, Any]) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        tracker = tracker_fd()
+        child_config = {**config, "read_fd": to_child_r, "write_fd": from_child_w, "tracker_fd": tracker,
+                        "sys_path": list(sys.path), "parent_pid": os.getpid()}
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vqacache.featurize.decode.child", json.dumps(child_config)],
+                stdin=subprocess.DEVNULL, pass_fds=(to_child_r, from_child_w, tracker),
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            )
+        except BaseException:
+            for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
+                os.close(fd)
+            raise
+        os.close(to_child_r)  # so that the child's death reads as EOF here
+        os.close(from_child_w)
+        self.conn = Channel(from_child_r, to_child_w)
+        self.name = f"vqacache-decode-{index}"
         self.pid: int = self.process.pid
-        self.n_slots = args[2]
+        self.n_slots: int = config["n_slots"]
         self.tasks: list[_Task] = []  # sent to the child, no final message read yet
         self.last_task_id = -1
         self.running: _Task | None = None  # the one the child said it started
@@ -502,7 +527,7 @@ class _Worker:
             return math.inf  # idle, or waiting for us to free a block
         return self.last_event + timeout_s
 
-    def send(self, msg: tuple) -> None:
+    def send(self, msg: Message) -> None:
         try:
             self.conn.send(msg)
         except OSError:
@@ -513,98 +538,77 @@ class _Worker:
         task.worker = self
         self.tasks.append(task)
         self.last_task_id = task.id
-        self.send(("task", task.id, task.path))
+        self.send(Task(task.id, os.fspath(task.path)))
 
-    def count(self, msg: tuple) -> None:
+    def count(self, msg: Chunk) -> None:
         self.held_msgs += 1
-        self.held_slots += msg[2] >= 0
+        self.held_slots += not msg.inline
 
-    def release(self, msg: tuple) -> None:
+    def release(self, msg: Chunk) -> None:
         """A chunk message was taken or discarded: hand its block back."""
         self.held_msgs -= 1
-        if msg[2] >= 0:
+        if not msg.inline:
             self.held_slots -= 1
-            self.send(("free", msg[2]))
+            self.send(Free(msg.slot))
 
-    def copy_out(self, slot: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-        name = self.block_names[slot]
-        block = self.maps.get(slot)
-        if block is None or block.name != name:  # the child replaced it with a bigger one
-            if block is not None:
-                block.close()
-            block = self.maps[slot] = SharedMemory(name)
-        view = np.ndarray(shape, np.dtype(dtype), buffer=block.buf)
-        frames = view.copy()
-        del view  # no view may outlive the mapping
-        return frames
+    def copy_out(self, msg: Chunk) -> np.ndarray:
+        return copy_out(self.maps, msg.slot, self.block_names[msg.slot], msg.shape, msg.dtype)
 
-    def materialize(self, msg: tuple) -> tuple | None:
+    def materialize(self, msg: Message) -> Message | None:
         """The message with its frames copied out of shared memory (before the block goes);
         None when the block is already gone (the video fails right after these chunks)."""
-        if msg[0] != "chunk" or msg[2] < 0:
+        if not isinstance(msg, Chunk) or msg.inline:
             return msg
         self.held_slots -= 1
         try:
-            frames = self.copy_out(msg[2], *msg[3])
+            frames = self.copy_out(msg)
         except OSError:  # a child dying of an exception unlinks its blocks itself
             return None
-        return (*msg[:2], -1, frames, *msg[4:])
+        return dataclasses.replace(msg, slot=-1, frames=frames)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.kill()
+            except OSError:
+                pass
 
     def shutdown(self) -> None:
-        """Kill the child, unlink its blocks, close the pipe. Idempotent."""
-        if self.process.exitcode is None:
-            self.process.kill()
-            self.process.join(_JOIN_S)
+        """Kill the child, unlink its blocks, close the pipes. Idempotent."""
+        self.kill()
+        try:
+            self.process.wait(_JOIN_S)
+        except subprocess.TimeoutExpired:
+            pass
         try:  # names announced just before it died
             while self.conn.poll():
                 msg = self.conn.recv()
-                if msg[0] == "shm":
-                    self.all_names.add(msg[2])
-        except (EOFError, OSError):
+                if isinstance(msg, Shm):
+                    self.all_names.add(msg.name)
+        except (EOFError, OSError, ValueError, KeyError):
             pass
         self.conn.close()
         for block in self.maps.values():
             block.close()
         self.maps.clear()
         for name in self.all_names:
-            _unlink(name)
+            unlink(name)
         self.all_names.clear()
 
 
 def _shutdown(workers: list[_Worker]) -> None:
     for worker in workers:  # kill all first, then wait for each
-        if worker.process.exitcode is None:
-            worker.process.kill()
+        worker.kill()
     for worker in workers:
         worker.shutdown()
 
 
-def _unlink(name: str) -> None:
-    try:
-        block = SharedMemory(name)  # registers with the resource tracker; unlink() unregisters
-    except FileNotFoundError:
-        return
-    except ValueError:  # created but not sized yet (killed in between): nothing registered
-        import _posixshmem
-
-        _posixshmem.shm_unlink("/" + name)
-        return
-    block.close()
-    block.unlink()
-
-
-def _child_error(msg: tuple, pid: int) -> BaseException:
-    """The exception a child sent: itself when it unpickles, else a RuntimeError with its text."""
-    _, _, data, text, trace = msg
-    try:
-        error = pickle.loads(data) if data is not None else None
-    except Exception:
-        error = None
-    if error is None:
-        return RuntimeError(f"decode worker pid {pid}: {text}\n{trace}")
-    if not isinstance(error, DecodeError):
-        error.add_note(f"raised in decode worker pid {pid}:\n{trace}")
-    return error
+def _wait(conns: list[Channel], timeout: float | None) -> list[Channel]:
+    """The channels with a message (or their end) to read, waiting at most ``timeout``."""
+    buffered = [c for c in conns if c.buffered()]
+    if buffered:
+        return buffered
+    return multiprocessing.connection.wait(conns, timeout)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -616,17 +620,6 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
-
-
-def resolve_decode_fn(spec: str) -> Callable[..., Iterable[DecodedFrames]]:
-    """Import ``"module:function"``."""
-    module, sep, name = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-    if not (module and sep and name):
-        raise UsageError(f"decode_fn must be 'module:function', got {spec!r}")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise UsageError(f"decode_fn {spec!r} cannot be imported: {e}") from None
 
 
 def _check_options(processes: Any, fps: Any, short_side: Any, chunk_frames: Any, timeout_s: Any,
@@ -658,195 +651,3 @@ def _check_options(processes: Any, fps: Any, short_side: Any, chunk_frames: Any,
     for ok, message in problems:
         if not ok:
             raise UsageError(message)
-
-
-# -- the child process -------------------------------------------------------------------------
-#
-# Parent -> child: ("task", id, path), ("free", slot), ("cancel", id).
-# Child -> parent: ("ready", pid), ("shm", slot, name) before creating a block, ("start", id),
-# ("chunk", id, slot, (shape, dtype) | frames when slot == -1, pts, src_index, is_repeat, info,
-# info_is_new), and one final message per task: ("end", id), ("error", id, pickled exception
-# or None, text, traceback) or ("cancelled", id).
-
-
-def _child_main(conn: Any, shm_prefix: str, decode_fn: str, kwargs: dict[str, Any], n_slots: int,
-                use_shm: bool) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _die_with_parent()
-    import torch  # the decoder resizes with torch; one thread per child, the encoder needs the cores
-
-    torch.set_num_threads(1)
-    ring = _Ring(conn, f"{shm_prefix}{os.getpid()}-", n_slots, use_shm)
-    child = _Child(conn, resolve_decode_fn(decode_fn), kwargs, ring)
-    try:
-        conn.send(("ready", os.getpid()))
-        child.serve()
-    except (EOFError, OSError):  # the parent closed the pipe or died
-        pass
-    finally:
-        child.ring.unlink_all()
-
-
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL this process when its parent dies (a hung decode would
-    otherwise outlive it)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-
-class _Child:
-    def __init__(self, conn: Any, decode_fn: Callable[..., Iterable[Any]], kwargs: dict[str, Any],
-                 ring: _Ring) -> None:
-        self.conn, self.decode_fn, self.kwargs, self.ring = conn, decode_fn, kwargs, ring
-        self.queue: deque[tuple[int, Any]] = deque()  # (task id, path) not started
-        self.current: int | None = None
-        self.cancelled = False
-
-    def serve(self) -> None:
-        while True:
-            while not self.queue:
-                self.handle(self.conn.recv())
-            self.run(*self.queue.popleft())
-
-    def handle(self, msg: tuple) -> None:
-        kind = msg[0]
-        if kind == "task":
-            self.queue.append((msg[1], msg[2]))
-        elif kind == "free":
-            self.ring.release(msg[1])
-        elif kind == "cancel":
-            if msg[1] == self.current:
-                self.cancelled = True
-            elif any(task_id == msg[1] for task_id, _ in self.queue):
-                self.queue = deque(t for t in self.queue if t[0] != msg[1])
-                self.conn.send(("cancelled", msg[1]))
-            # else: it ended before the cancel came; the parent reads that ending instead
-
-    def poll(self) -> None:
-        while self.conn.poll():
-            self.handle(self.conn.recv())
-
-    def run(self, task_id: int, path: Any) -> None:
-        self.current, self.cancelled = task_id, False
-        self.conn.send(("start", task_id))
-        chunks: Any = None
-        try:
-            try:
-                chunks = iter(self.decode_fn(path, **self.kwargs))
-            except Exception as e:
-                return self.send_error(task_id, e)
-            sent_info: Any = _NO_INFO
-            while True:
-                self.poll()
-                if self.cancelled:
-                    return self.conn.send(("cancelled", task_id))
-                try:
-                    chunk = next(chunks)
-                except StopIteration:
-                    break
-                except Exception as e:
-                    return self.send_error(task_id, e)
-                slot = self.acquire()
-                if slot is None:
-                    return self.conn.send(("cancelled", task_id))
-                if self.ring.write(slot, chunk.frames):
-                    payload: Any = (chunk.frames.shape, chunk.frames.dtype.str)
-                else:
-                    self.ring.release(slot)
-                    slot, payload = -1, np.ascontiguousarray(chunk.frames)
-                new_info = chunk.info is not sent_info
-                self.conn.send(("chunk", task_id, slot, payload, chunk.pts, chunk.src_index,
-                                chunk.is_repeat, chunk.info if new_info else None, new_info))
-                sent_info = chunk.info
-            self.conn.send(("end", task_id))
-        finally:
-            self.current = None
-            if hasattr(chunks, "close"):
-                try:
-                    chunks.close()
-                except Exception:
-                    pass
-
-    def acquire(self) -> int | None:
-        """A free block, waiting for the parent to free one; None when cancelled meanwhile."""
-        self.poll()  # a cancel that came while the chunk was decoded spares copying it
-        while not self.cancelled:
-            slot = self.ring.acquire()
-            if slot is not None:
-                return slot
-            self.handle(self.conn.recv())
-        return None
-
-    def send_error(self, task_id: int, error: Exception) -> None:
-        trace = "".join(traceback.format_exception(error))
-        try:
-            data: bytes | None = pickle.dumps(error)
-        except Exception:
-            data = None
-        self.conn.send(("error", task_id, data, f"{type(error).__name__}: {error}", trace))
-
-
-_NO_INFO = object()
-
-
-class _Ring:
-    """A child's shared-memory blocks, one per chunk in flight, reused and grown as needed."""
-
-    def __init__(self, conn: Any, prefix: str, n_slots: int, enabled: bool) -> None:
-        self.conn, self.prefix, self.enabled = conn, prefix, enabled
-        self.blocks: list[SharedMemory | None] = [None] * n_slots
-        self.free: deque[int] = deque(range(n_slots))
-        self.n_created = 0
-
-    def acquire(self) -> int | None:
-        return self.free.popleft() if self.free else None
-
-    def release(self, slot: int) -> None:
-        self.free.append(slot)
-
-    def write(self, slot: int, frames: np.ndarray) -> bool:
-        """Copy ``frames`` into block ``slot``; False when no block can be had (send inline)."""
-        if not self.enabled:
-            return False
-        block = self.blocks[slot]
-        if block is None or block.size < frames.nbytes:
-            self.drop(slot)
-            block = self.create(slot, frames.nbytes)
-            if block is None:
-                return False
-        np.ndarray(frames.shape, frames.dtype, buffer=block.buf)[...] = frames
-        return True
-
-    def create(self, slot: int, nbytes: int) -> SharedMemory | None:
-        size = max(1, -(-nbytes // _MIB)) * _MIB  # whole MiB: fewer regrowths
-        name = f"{self.prefix}{slot}-{self.n_created}"
-        self.n_created += 1
-        self.conn.send(("shm", slot, name))  # before it exists: a killed child's blocks are known
-        try:
-            block = SharedMemory(name, create=True, size=size)
-        except OSError:
-            return None
-        self.blocks[slot] = block
-        try:  # back it with pages now: ENOSPC here rather than SIGBUS on a full /dev/shm
-            if hasattr(os, "posix_fallocate") and getattr(block, "_fd", -1) >= 0:
-                os.posix_fallocate(block._fd, 0, size)
-        except OSError:
-            self.drop(slot)
-            return None
-        return block
-
-    def drop(self, slot: int) -> None:
-        block, self.blocks[slot] = self.blocks[slot], None
-        if block is not None:
-            block.close()
-            block.unlink()
-
-    def unlink_all(self) -> None:
-        for slot in range(len(self.blocks)):
-            try:
-                self.drop(slot)
-            except OSError:
-                pass
