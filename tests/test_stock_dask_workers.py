@@ -66,8 +66,6 @@ def test_stock_scheduler_and_workers_give_the_local_store(tmp_path: Path, shared
     procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                      "--scheduler-file", str(sched_file)], env, tmp_path / "scheduler.log")]
     try:
-        local = _featurize(data_root, tmp_path / "local", tiny_clip, env, "--workers", "0")
-        assert local.returncode == 0, local.stdout + local.stderr
         give_up = time.monotonic() + 60
         while not (sched_file.exists() and sched_file.read_text().strip()):
             assert procs[0].poll() is None, (tmp_path / "scheduler.log").read_text()
@@ -77,6 +75,9 @@ def test_stock_scheduler_and_workers_give_the_local_store(tmp_path: Path, shared
         for i in range(2):
             procs.append(_start([dask, "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
                                  "--name", f"stock{i}"], env, tmp_path / f"worker{i}.log"))
+        # the reference, while the workers start
+        local = _featurize(data_root, tmp_path / "local", tiny_clip, env, "--workers", "0")
+        assert local.returncode == 0, local.stdout + local.stderr
         from distributed import Client
 
         with Client(address, timeout=60) as client:
