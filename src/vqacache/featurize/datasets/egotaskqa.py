@@ -22,7 +22,7 @@ item's index in the file when absent), ``video_id = f"{video}/fpv{n}"``: feature
 recording and view, the question's interval is its segment, ``start = start_frame /
 frame_rate`` and ``end = end_frame / frame_rate`` seconds (option ``frame_rate``, ``25`` or
 ``30000/1001``; default 25). LEMMA is distributed as JPEG frames, read directly as a folder
-of frames (see :mod:`vqacache.featurize.frame_folder`) at the same ``frame_rate``: file
+of frames (see :mod:`vqacache.featurize.decode.frame_folder`) at the same ``frame_rate``: file
 ``img_<n>.jpg`` is at ``(n - first) / frame_rate`` s, ``first`` being the folder's lowest
 number. LEMMA numbers from ``img_00001.jpg``, so interval frame k (file ``k + 1``) is at
 k / R s, the interval's own time: the two agree for every folder that starts at

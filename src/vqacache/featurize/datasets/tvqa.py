@@ -22,7 +22,7 @@ is featurized whole and the span is selected by presentation time when reading. 
 
 Videos: TVQA is distributed as 3 fps JPEG frames (``tvqa_video_frames_fps3_hq.tar.gz``
 unpacks to ``frames_hq/``), read directly as folders of frames (see
-:mod:`vqacache.featurize.frame_folder`): frame ``00001.jpg`` is at 0 s, each next one
+:mod:`vqacache.featurize.decode.frame_folder`): frame ``00001.jpg`` is at 0 s, each next one
 ``1 / frames_fps`` later (option ``frames_fps``, default 3), so presentation times are
 seconds of the clip, as ``ts`` counts them. ``<show>`` is the ``vid_name``'s prefix
 (``castle``, ``friends``, ``grey``, ``house``, ``met``), ``bbt`` for Big Bang Theory clips,

@@ -18,7 +18,7 @@ follows it is what the events predict). VLEP has no question: ``question`` is ``
 ``vid_name``: TV clips are TVQA-style names with an ``_ep`` suffix
 (``friends_s03e09_seg02_clip_07_ep``); YouTube clips are
 ``{youtube_id}_subs_{idx}_{HH:MM:SS start}_{end}_ep``. Both are distributed as 3 fps frames
-on request, read directly as folders of frames (see :mod:`vqacache.featurize.frame_folder`):
+on request, read directly as folders of frames (see :mod:`vqacache.featurize.decode.frame_folder`):
 the first frame is at 0 s, each next one ``1 / frames_fps`` later (option ``frames_fps``,
 default 3). The flat ``<frames_root>/<vid_name>/`` layout is an assumption (the frames are
 not public; TVQA's are numbered ``00001.jpg``); any numbered ``.jpg`` / ``.png`` names work.
