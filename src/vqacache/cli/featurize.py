@@ -61,6 +61,22 @@ def run(
     scheduler: Annotated[
         str | None, typer.Option(help="Use an existing Dask scheduler, e.g. tcp://HOST:8786 (see docs/slurm.md).")
     ] = None,
+    cluster: Annotated[
+        str, typer.Option(help="Where the workers run: local (this machine), or batch jobs through dask-jobqueue: "
+                          "slurm, pbs, sge, lsf, oar, moab, htcondor (needs `uv sync --extra slurm`; site settings "
+                          "from dask-jobqueue's configuration file; see docs/slurm.md).")
+    ] = "local",
+    jobs: Annotated[int, typer.Option(min=1, help="--cluster slurm|...: batch jobs to keep running (one worker each).")] = 1,
+    partition: Annotated[str | None, typer.Option(help="--cluster slurm|...: the partition (queue) of the jobs.")] = None,
+    account: Annotated[str | None, typer.Option(help="--cluster slurm|...: the account the jobs are charged to.")] = None,
+    walltime: Annotated[str | None, typer.Option(help="--cluster slurm|...: each job's time limit, e.g. 04:00:00.")] = None,
+    job_gpus: Annotated[int | None, typer.Option(min=0, help="--cluster slurm: GPUs per job (--gres=gpu:N; its one worker uses the first: ask for 1).")] = None,
+    job_cores: Annotated[int | None, typer.Option(min=1, help="--cluster slurm|...: CPU cores per job.")] = None,
+    job_memory: Annotated[str | None, typer.Option(help="--cluster slurm|...: memory per job, e.g. 16GB.")] = None,
+    job_retries: Annotated[
+        int | None, typer.Option(min=0, help="--cluster slurm|...: jobs that may be lost (preempted, cancelled) "
+                                 "and replaced before the run gives up (default: --jobs).")
+    ] = None,
     decode_processes: Annotated[int, typer.Option(min=1, help="Decoder child processes per worker.")] = 1,
     decode_timeout: Annotated[float, typer.Option(min=1, help="Seconds without a decoded chunk before a video times out.")] = 300.0,
     lease_ttl: Annotated[float, typer.Option(
@@ -100,6 +116,16 @@ def run(
         raise UsageError(f"missing {', '.join(missing)} (required unless --dry-run)")
     if dtype not in ("float16", "float32"):
         raise UsageError(f"--dtype must be float16 or float32, got {dtype!r}")
+    job_options = None
+    if cluster != "local":
+        from vqacache.featurize.cluster import JOBQUEUE_CLUSTERS, JobOptions
+
+        if cluster not in JOBQUEUE_CLUSTERS:
+            raise UsageError(f"--cluster must be local or one of {', '.join(JOBQUEUE_CLUSTERS)}, got {cluster!r}")
+        if scheduler:
+            raise UsageError("--cluster and --scheduler exclude each other")
+        job_options = JobOptions(cluster, jobs, partition, account, walltime, job_gpus, job_cores, job_memory,
+                                 job_retries)
     config = FeaturizeConfig(
         dataset=dataset,
         encoder=encoder,
@@ -125,6 +151,7 @@ def run(
         retry_failed=retry_failed,
         workers=workers,
         scheduler=scheduler,
+        jobs=job_options,
         decode_processes=decode_processes,
         decode_timeout_s=decode_timeout,
         lease_ttl_s=lease_ttl,

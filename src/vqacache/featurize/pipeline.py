@@ -106,6 +106,8 @@ class FeaturizeConfig:
     """Local Dask workers (None: one per GPU, or one on CPU); 0 runs in this process."""
     scheduler: str | None = None
     """Address of an existing Dask scheduler; overrides ``workers``."""
+    jobs: Any = None
+    """``--cluster slurm|pbs|...``: a :class:`vqacache.featurize.cluster.JobOptions` (None: local)."""
     shard_videos: int | None = None
     """Videos per task; None picks a size that keeps every worker busy."""
     decode_processes: int = 1
@@ -146,6 +148,8 @@ class FeaturizeResult:
     """``{"<split>/<video id>": reason}``: videos whose questions the teacher could not score."""
     imageqa_lost: int = 0
     """Videos whose image-QA lease another run took over before this one published (left to it)."""
+    jobs_lost: int | None = None
+    """``--cluster slurm|...``: batch jobs lost (preempted, cancelled) and replaced or not; None: no jobs."""
 
     @property
     def exit_code(self) -> int:
@@ -162,6 +166,8 @@ class FeaturizeResult:
         if self.imageqa_done or self.imageqa_failures or self.imageqa_lost:
             left = f", {self.imageqa_lost} left to another run" if self.imageqa_lost else ""
             parts.append(f"image-QA: {self.imageqa_done} videos scored, {len(self.imageqa_failures)} failed{left}")
+        if self.jobs_lost is not None:
+            parts.append(f"{self.jobs_lost} jobs lost")
         parts.append(f"store {self.store_path}" if len(self.store_paths) <= 1
                      else f"stores {', '.join(str(p) for p in self.store_paths)}")
         return "; ".join(parts)
@@ -238,6 +244,15 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
         return _run(config, dataset, splits, args, fps, _InlineRunner(), reporter, t_start, teacher)
     from vqacache.featurize.cluster import connect, scheduler_warnings  # dask only when used
 
+    if config.jobs is not None and not config.scheduler:
+        from vqacache.featurize.cluster import connect_jobs
+
+        with connect_jobs(config.jobs, reporter.message) as (client, watch):
+            runner = _DaskRunner(client)
+            runner.died_with_job = watch.died_with_job  # a lost job's videos are retried, not recorded as crashed
+            result = _run(config, dataset, splits, args, fps, runner, reporter, t_start, teacher)
+            result.jobs_lost = len(watch.lost)
+            return result
     with connect(config.scheduler, config.workers, config.device) as client:
         reporter.message(f"dask dashboard: {client.dashboard_link}")
         if config.scheduler:
@@ -302,7 +317,8 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start, teacher=
         if isinstance(outcome, ShardResult):
             result.add(outcome)
             progress.shard(shard, outcome)
-        elif len(shard) > 1:  # a worker died: retry its unfinished videos one per task
+        elif len(shard) > 1 or getattr(runner, "died_with_job", _never)(outcome):
+            # a worker died (or its batch job was lost, --cluster slurm|...): retry its unfinished videos one per task
             unfinished = [v for v in shard if not finished(v)]
             for v in unfinished:  # the dead worker's leases (this run's) would block the retry
                 for s in stores:
@@ -314,12 +330,18 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start, teacher=
             progress.shard(done, None)
         else:
             _record_crash(stores, shard[0], outcome, result, progress, run_id)
-    for shard, outcome in runner.map(run_shard, [(s, task(s)) for s in crashed], on_video=progress.video):
-        if isinstance(outcome, ShardResult):
-            result.add(outcome)
-            progress.shard(shard, outcome)
-        else:
-            _record_crash(stores, shard[0], outcome, result, progress, run_id)
+    while crashed:  # again while batch jobs are lost under them (--cluster slurm|...)
+        retry, crashed = crashed, []
+        for shard, outcome in runner.map(run_shard, [(s, task(s)) for s in retry], on_video=progress.video):
+            if isinstance(outcome, ShardResult):
+                result.add(outcome)
+                progress.shard(shard, outcome)
+            elif getattr(runner, "died_with_job", _never)(outcome):
+                for s in stores:
+                    s.break_lease(shard[0].video_id, run_id)
+                crashed.append(shard)
+            else:
+                _record_crash(stores, shard[0], outcome, result, progress, run_id)
     reporter.finish()
 
     t_text = time.perf_counter()
@@ -375,6 +397,10 @@ class _Progress:
                 self.video(vid, outcome.done[vid], None)
             else:
                 self.video(vid, 0, outcome.failed.get(vid))
+
+
+def _never(error: BaseException) -> bool:
+    return False
 
 
 def _record_crash(stores: list[FeatureStore], video: VideoRecord, error: BaseException, result: FeaturizeResult,
