@@ -103,17 +103,44 @@ def scheduler_warnings(client: Client) -> list[str]:
 
         return {key: dask.config.get(key) for key in SCHEDULER_CONFIG}
 
+    def worker_settings() -> dict[str, object]:
+        import socket
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return {"host": socket.gethostname(), "cores": cores, "omp": os.environ.get("OMP_NUM_THREADS")}
+
     try:
         actual = client.run_on_scheduler(settings)
     except Exception:  # noqa: BLE001 - a scheduler that refuses run_on_scheduler: nothing to say
         return []
-    return [
+    warnings = [
         f"the scheduler has {key.rsplit('.', 1)[1]}={actual[key]!r}; vqa-featurize needs {want!r} "
         "(a video that kills its worker may be retried on every worker, or take another task with it): "
         f"start it with DASK_{key.upper().replace('.', '__').replace('-', '_')}={want}"
         for key, want in SCHEDULER_CONFIG.items()
         if str(actual.get(key)) != str(want)
     ]
+    # Workers need no Dask setting to be correct (decoder children are plain subprocesses,
+    # which daemonic workers may start); these only make them slower, named in one line.
+    try:
+        workers, nthreads = client.run(worker_settings), client.nthreads()
+    except Exception:  # noqa: BLE001 - workers that refuse client.run: nothing to say
+        workers, nthreads = {}, {}
+    per_host: dict[object, int] = {}
+    for info in workers.values():
+        per_host[info["host"]] = per_host.get(info["host"], 0) + 1
+    slow = []
+    for address, info in sorted(workers.items()):
+        share = max(1, int(info["cores"]) // per_host[info["host"]])
+        omp = str(info["omp"] or "")
+        if nthreads.get(address, 1) > 1:
+            slow.append(f"{address} runs {nthreads[address]} tasks at once (start it with --nthreads 1)")
+        if omp.isdigit() and int(omp) < share:
+            slow.append(f"{address} has OMP_NUM_THREADS={omp} for its {share} cores (the nanny's default; "
+                        f"start it with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=\"{{'OMP_NUM_THREADS': {share}}}\")")
+    if slow:
+        warnings.append("worker settings that only slow the run: " + "; ".join(slow))
+    return warnings
 
 
 JOBQUEUE_CLUSTERS = {
