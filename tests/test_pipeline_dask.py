@@ -103,7 +103,7 @@ def test_external_scheduler_with_two_worker_processes(tmp_path, demo_root, tiny_
     bin_dir = Path(sys.executable).parent
     sched_file = tmp_path / "scheduler.json"
     env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
-           "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0", "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+           "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"}
     procs = [_start([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
                      "--dashboard-address", ":0", "--scheduler-file", str(sched_file)], env=env)]
     try:

@@ -43,8 +43,6 @@ SCHEDULER_CONFIG = {
 
 WORKER_CONFIG = {
     **SCHEDULER_CONFIG,
-    # workers start decoder child processes, which daemonic processes may not have
-    "distributed.worker.daemon": False,
     # the statistical profiler samples every thread's stack every 10 ms: measurable CPU on
     # a small machine, and our stage timings are in the run log anyway
     "distributed.worker.profile.enabled": False,
@@ -150,9 +148,6 @@ JOBQUEUE_CLUSTERS = {
 """``--cluster`` values (besides ``local``): dask-jobqueue's cluster classes."""
 
 JOB_WORKER_ENVIRON = {
-    # dask-jobqueue's workers are daemonic (nanny), which the old decode pool's children could
-    # not be started from. TODO: drop, decoder children are plain subprocesses now (featurize/decode/).
-    "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
     "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
 }
 """Exported by each job's script before its worker starts (see WORKER_CONFIG)."""
@@ -386,8 +381,8 @@ def connect(scheduler: str | None, workers: int | None, device: str) -> Iterator
         return
     n = workers or default_workers(device)
     # for the cluster's whole life, not only its start: the nanny reads these again when it
-    # restarts a worker that died (a restarted worker would otherwise be daemonic, unable to
-    # start its decoder children, and back to one OpenMP thread)
+    # restarts a worker that died (a restarted worker would otherwise be back to one OpenMP
+    # thread and the profiler)
     with dask.config.set({**WORKER_CONFIG, "distributed.nanny.pre-spawn-environ": worker_environ(n)}):
         cluster = LocalCluster(
             n_workers=n,
