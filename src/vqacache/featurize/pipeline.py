@@ -21,6 +21,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -248,8 +249,7 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
         from vqacache.featurize.cluster import connect_jobs
 
         with connect_jobs(config.jobs, reporter.message) as (client, watch):
-            runner = _DaskRunner(client)
-            runner.died_with_job = watch.died_with_job  # a lost job's videos are retried, not recorded as crashed
+            runner = _DaskRunner(client, died_with_job=watch.died_with_job)
             result = _run(config, dataset, splits, args, fps, runner, reporter, t_start, teacher)
             result.jobs_lost = len(watch.lost)
             return result
@@ -317,7 +317,7 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start, teacher=
         if isinstance(outcome, ShardResult):
             result.add(outcome)
             progress.shard(shard, outcome)
-        elif len(shard) > 1 or getattr(runner, "died_with_job", _never)(outcome):
+        elif len(shard) > 1 or runner.died_with_job(outcome):
             # a worker died (or its batch job was lost, --cluster slurm|...): retry its unfinished videos one per task
             unfinished = [v for v in shard if not finished(v)]
             for v in unfinished:  # the dead worker's leases (this run's) would block the retry
@@ -336,7 +336,7 @@ def _run(config, dataset, splits, args, fps, runner, reporter, t_start, teacher=
             if isinstance(outcome, ShardResult):
                 result.add(outcome)
                 progress.shard(shard, outcome)
-            elif getattr(runner, "died_with_job", _never)(outcome):
+            elif runner.died_with_job(outcome):
                 for s in stores:
                     s.break_lease(shard[0].video_id, run_id)
                 crashed.append(shard)
@@ -555,6 +555,7 @@ class _InlineRunner:
     workers = 1
     dashboard = None
     progress_topic = None
+    died_with_job = staticmethod(_never)
 
     def setup(self, fn, *args):  # noqa: ANN001, ANN002
         return fn(*args)
@@ -568,8 +569,11 @@ class _InlineRunner:
 class _DaskRunner:
     """Submits tasks to a Dask cluster; yields (key, result or the task's exception) as they complete."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, died_with_job: Callable[[BaseException], bool] = _never) -> None:
         self.client = client
+        self.died_with_job = died_with_job
+        """Whether a task's error means its worker's batch job was lost (``--cluster slurm|...``):
+        its videos are then retried, not recorded as crashed."""
         self.workers = max(1, len(client.scheduler_info().get("workers", {})))
         self.dashboard = client.dashboard_link
         self.progress_topic = f"vqacache-progress-{uuid.uuid4().hex[:8]}"
