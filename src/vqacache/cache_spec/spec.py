@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
@@ -206,6 +206,10 @@ class OutputSpec:
     applied to the patch grid (1 = none). ``text``: what the text features are
     (``"clip-text"``: sentence = projected EOT embedding, tokens = post-``ln_final`` states).
     ``text_context``: the tokenizer's context length.
+    ``patch_fps``: patch tokens only on the sub-grid of frames nearest ``j / patch_fps``
+    (:mod:`~vqacache.cache_spec.patch_frames`), as an exact fraction string; ``None`` (the
+    default) = on every frame. Written only when set, so specs without it keep the
+    fingerprints they had before the field existed.
     """
 
     cls: str
@@ -214,6 +218,7 @@ class OutputSpec:
     patch_pool: int
     text: str | None
     text_context: int | None
+    patch_fps: str | None = None
 
     def __post_init__(self) -> None:
         d = asdict(self)
@@ -223,13 +228,31 @@ class OutputSpec:
                 _parse_str(d, key)
         _parse_int(d, "patch_pool", 1)
         _parse_int(d, "text_context", 1, optional=True)
+        if self.patch_fps is not None:
+            if self.patch_layer is None:
+                raise SpecError("spec field 'patch_fps' needs patch tokens (patch_layer is null)")
+            fps = parse_fps(self.patch_fps)
+            object.__setattr__(self, "patch_fps", f"{fps.numerator}/{fps.denominator}")
 
     @property
     def patches(self) -> bool:
         return self.patch_layer is not None
 
+    @property
+    def patch_fps_fraction(self) -> Fraction | None:
+        return None if self.patch_fps is None else Fraction(self.patch_fps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape: every field, except ``patch_fps`` when unset."""
+        d = asdict(self)
+        if d["patch_fps"] is None:
+            del d["patch_fps"]
+        return d
+
     @classmethod
     def from_dict(cls, d: Any) -> OutputSpec:
+        if isinstance(d, dict) and "patch_fps" not in d:
+            d = {**d, "patch_fps": None}  # written before the field existed, or unset
         d = _check_keys(d, "outputs", _names(cls))
         return cls(**d)
 
@@ -271,6 +294,12 @@ class FeatureSpec:
             json.dumps(self.extra, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise SpecError(f"spec field 'extra' must hold plain JSON values: {exc}") from None
+        patch_fps = self.outputs.patch_fps_fraction
+        if patch_fps is not None and patch_fps > self.sampling.fps_fraction:
+            raise SpecError(
+                f"patch_fps {self.outputs.patch_fps} is above the sampling fps {self.sampling.fps}: "
+                "patch tokens are kept on a sub-grid of the sampled frames"
+            )
 
     # frozen dataclass with a dict field: hash the canonical form instead
     def __hash__(self) -> int:
@@ -280,6 +309,7 @@ class FeatureSpec:
         d = asdict(self)
         d["preprocess"]["mean"] = list(self.preprocess.mean)
         d["preprocess"]["std"] = list(self.preprocess.std)
+        d["outputs"] = self.outputs.to_dict()  # no patch_fps key when unset (fingerprints kept)
         return d
 
     @classmethod
@@ -322,6 +352,14 @@ class FeatureSpec:
     def diff(self, other: FeatureSpec) -> list[str]:
         """Human-readable list of the fields that differ (dotted paths), for error messages."""
         return _diff(self.to_dict(), other.to_dict(), "")
+
+
+def with_patch_fps(spec: FeatureSpec, patch_fps: Any) -> FeatureSpec:
+    """``spec`` with patch tokens kept on the ``patch_fps`` sub-grid (None: every frame).
+    A spec without patch tokens is returned unchanged (the knob changes nothing there)."""
+    if patch_fps is None or not spec.outputs.patches:
+        return replace(spec, outputs=replace(spec.outputs, patch_fps=None))
+    return replace(spec, outputs=replace(spec.outputs, patch_fps=str(parse_fps(patch_fps))))
 
 
 def _diff(a: Any, b: Any, prefix: str) -> list[str]:

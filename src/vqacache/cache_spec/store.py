@@ -60,7 +60,8 @@ from vqacache.cache_spec.run_logs import RUNS, new_run_id, run_logs, write_run_l
 from vqacache.cache_spec.spec import FORMAT_VERSION, FeatureSpec
 from vqacache.cache_spec.teacher_arrays import set_teacher_spec, write_imageqa
 from vqacache.cache_spec.teacher_spec import TeacherSpec
-from vqacache.cache_spec.video_writer import VideoWriter, utcnow
+from vqacache.cache_spec.patch_frames import patch_frame_rows
+from vqacache.cache_spec.video_writer import PATCH_PTS, VideoWriter, utcnow
 
 __all__ = [
     "IMAGEQA_ARRAYS", "KEEP_DTYPE", "QUESTION_ARRAYS", "RUNS", "FeatureStore", "QuestionFeatures",
@@ -78,6 +79,9 @@ class VideoFeatures:
     """One complete video read from a store. ``T`` frames at the spec's fps.
 
     ``cls`` (T, E); ``cls_hidden`` (T, W) or None; ``patch`` (T, P, W) or None;
+    ``patch_pts`` None, except in a store with ``outputs.patch_fps`` (patch tokens on a
+    sub-grid): then ``patch`` is (M, P, W), the frames of the sub-grid (among those read), and
+    ``patch_pts`` (M,) their times (rows of the frame list: :func:`patch_frame_rows`);
     ``pts`` (T,) seconds from the first frame; ``src_index`` (T,) index of each frame among
     the source video's frames in presentation order; ``is_repeat`` (T,) True where the
     frame repeats the previous one (videos slower than the sampling fps); ``attrs`` the
@@ -92,6 +96,7 @@ class VideoFeatures:
     cls_hidden: np.ndarray | None = None
     patch: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    patch_pts: np.ndarray | None = None
 
     def __getitem__(self, name: str) -> Any:  # dict-style access: v["cls"]
         return getattr(self, name)
@@ -256,15 +261,29 @@ class FeatureStore:
         return group
 
     def video_arrays(self, video_id: str) -> dict[str, zarr.Array]:
-        """The complete video's arrays, lazily (slice them to read a few frames)."""
+        """The complete video's arrays, lazily (slice them to read a few frames). With
+        ``outputs.patch_fps``, ``patch`` has one row per ``patch_pts`` entry, not per frame:
+        :func:`~vqacache.cache_spec.patch_frames.patch_frame_rows` maps them to frame rows."""
         group = self._complete_group(video_id)
         return {name: array for name, array in group.arrays()}
 
     def read_video(self, video_id: str, frames: slice | np.ndarray | None = None) -> VideoFeatures:
-        """Read a complete video; ``frames`` (a slice or index array) reads only those frames."""
+        """Read a complete video; ``frames`` (a slice or index array) reads only those frames
+        (with a patch sub-grid: the patch rows of those of them that have patches)."""
         group = self._complete_group(video_id)
         sel = slice(None) if frames is None else frames
-        arrays = {name: _take(array, sel) for name, array in group.arrays()}
+        lazy = dict(group.arrays())
+        patch_lazy, patch_pts_lazy = lazy.pop("patch", None), lazy.pop(PATCH_PTS, None)
+        arrays = {name: _take(array, sel) for name, array in lazy.items()}
+        patch = patch_pts = None
+        if patch_lazy is not None and patch_pts_lazy is None:
+            patch = _take(patch_lazy, sel)
+        elif patch_lazy is not None:
+            rows = patch_frame_rows({"pts": lazy["pts"], PATCH_PTS: patch_pts_lazy})  # (M,) frame rows
+            wanted = np.arange(lazy["pts"].shape[0])[sel]  # frame rows read
+            keep = np.flatnonzero(np.isin(rows, wanted))  # patch rows among them, in patch order
+            patch = _take(patch_lazy, keep)
+            patch_pts = np.asarray(patch_pts_lazy[:])[keep]
         return VideoFeatures(
             video_id=video_id,
             cls=arrays["cls"],
@@ -272,8 +291,9 @@ class FeatureStore:
             src_index=arrays["src_index"],
             is_repeat=arrays["is_repeat"],
             cls_hidden=arrays.get("cls_hidden"),
-            patch=arrays.get("patch"),
+            patch=patch,
             attrs=dict(group.attrs),
+            patch_pts=patch_pts,
         )
 
     def verify_video(self, video_id: str) -> bool:

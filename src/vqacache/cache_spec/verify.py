@@ -3,7 +3,8 @@
 Every complete video and every complete question bundle is read back from disk and its
 checksum recomputed. Problems found:
 
-- ``corrupt``: a complete group whose data does not match its checksum, that lacks an array
+- ``corrupt``: a complete group whose data does not match its checksum, whose patch rows do
+  not fit its frames (``patch_pts`` not the sub-grid of ``pts``), that lacks an array
   the spec requires, or that cannot be read (a truncated shard, a damaged shard index or
   compressed chunk). A deleted chunk or shard file is caught by the checksum: zarr reads a
   missing chunk as fill values, which differ from what was stored (unless what was stored
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from fractions import Fraction
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +41,10 @@ from vqacache.cache_spec.checksum import checksum_arrays
 from vqacache.cache_spec.errors import InvalidVideoId
 from vqacache.cache_spec.keys import id_to_key, key_to_id
 from vqacache.cache_spec.lease import active_leases
+from vqacache.cache_spec.patch_frames import subgrid_rows
 from vqacache.cache_spec.publish import is_temporary, remove_tree, temp_token
 from vqacache.cache_spec.store import FeatureStore
+from vqacache.cache_spec.video_writer import PATCH_PTS
 
 Progress = Callable[[int, int, str], None]
 """``progress(checked, total, name)``: called with ``checked=0`` first, then after each group."""
@@ -168,7 +172,10 @@ def verify_store(
         if group.attrs.get("complete") is not True:
             report.incomplete.append(Problem("incomplete", "video", video_id, _in_progress(leases.get(video_id)), where))
         else:
-            detail = _check_group(group, required) or _check_dtypes(group, store.spec.dtype)
+            detail = (
+                _check_group(group, required) or _check_dtypes(group, store.spec.dtype)
+                or _check_patch_rows(group, store.spec.outputs.patch_fps)
+            )
             if detail:
                 report.corrupt.append(Problem("corrupt", "video", video_id, detail, where))
             else:
@@ -240,6 +247,8 @@ def _required_arrays(store: FeatureStore) -> tuple[str, ...]:
         names.append("cls_hidden")
     if store.spec.outputs.patches:
         names.append("patch")
+    if store.spec.outputs.patch_fps is not None:
+        names.append(PATCH_PTS)
     return tuple(sorted(names))
 
 
@@ -257,6 +266,29 @@ def _check_group(group: zarr.Group, required: tuple[str, ...]) -> str:
     except Exception as exc:  # any decoding failure of damaged files means corrupt
         message = str(exc).splitlines()[0][:200] if str(exc) else ""
         return f"unreadable: {type(exc).__name__}: {message}"
+    return ""
+
+
+def _check_patch_rows(group: zarr.Group, patch_fps: str | None) -> str:
+    """'' when the patch rows fit the frame list, else what is wrong: one row per frame without
+    a sub-grid; with ``patch_fps``, one row per ``patch_pts`` entry, and ``patch_pts`` exactly
+    the frame times the sub-grid rule picks from ``pts`` (so a subset of them)."""
+    if "patch" not in group:
+        return ""
+    pts = np.asarray(group["pts"][:], dtype=np.float64)
+    n_patch = group["patch"].shape[0]
+    if patch_fps is None:
+        if PATCH_PTS in group:
+            return f"{PATCH_PTS} present, but the spec keeps patch tokens on every frame"
+        return "" if n_patch == len(pts) else f"patch has {n_patch} rows for {len(pts)} frames"
+    patch_pts = np.asarray(group[PATCH_PTS][:], dtype=np.float64)
+    if n_patch != len(patch_pts):
+        return f"patch has {n_patch} rows for {len(patch_pts)} patch_pts"
+    if not np.isin(patch_pts, pts).all():
+        return "patch_pts holds times that are not frame times (pts)"
+    expected = pts[subgrid_rows(pts, Fraction(patch_fps))]
+    if not np.array_equal(patch_pts, expected):
+        return f"patch_pts is not the {patch_fps} fps sub-grid of pts ({len(patch_pts)} rows, the rule gives {len(expected)})"
     return ""
 
 

@@ -10,6 +10,10 @@ Obtain a writer with :meth:`FeatureStore.begin_video`::
         writer.abort()           # removes the temporary group only
         raise
 
+With ``outputs.patch_fps`` in the spec, ``append`` still takes ``patch`` for every frame; the
+writer keeps the rows of the sub-grid (:mod:`~vqacache.cache_spec.patch_frames`) and writes
+them as ``patch`` (M, P, W) with their times ``patch_pts`` (M,).
+
 ``commit`` writes the completion marker into the temporary group, checks the lease once more
 and renames the group onto ``videos/<key>``. If the lease was lost, or another writer
 published the video first, nothing of this writer's reaches the final key: its temporary is
@@ -32,8 +36,13 @@ from vqacache.cache_spec import layout
 from vqacache.cache_spec.checksum import ArrayHasher
 from vqacache.cache_spec.errors import StoreError
 from vqacache.cache_spec.lease import Lease, LeaseLost
+from vqacache.cache_spec.patch_frames import SubgridSelector
 from vqacache.cache_spec.publish import publish, remove_tree, replace, temp_key
 from vqacache.cache_spec.spec import FeatureSpec
+
+
+PATCH_PTS = "patch_pts"
+"""Times (M,) float64 of the frames holding patch tokens, in a store with ``outputs.patch_fps``."""
 
 
 def utcnow() -> str:
@@ -63,11 +72,17 @@ class VideoWriter:
         self._hasher = ArrayHasher()
         self._buffers: dict[str, list[np.ndarray]] = {}
         self._written: dict[str, int] = {}
-        self._expected = {"cls"} | set(layout.TIME_ARRAYS)
+        self._expected = {"cls"} | set(layout.TIME_ARRAYS)  # what append() takes
         if spec.outputs.cls_hidden is not None:
             self._expected.add("cls_hidden")
         if spec.outputs.patches:
             self._expected.add("patch")
+        self._stored = set(self._expected)  # what is written
+        self._subgrid: SubgridSelector | None = None
+        self._carry: tuple[int, np.ndarray, float] | None = None  # (row, patch (P, W), pts): maybe chosen later
+        if spec.outputs.patch_fps is not None:
+            self._subgrid = SubgridSelector(spec.outputs.patch_fps_fraction)
+            self._stored.add(PATCH_PTS)
 
     def update_attrs(self, attrs: dict[str, Any]) -> None:
         """Add attributes (e.g. the decoded source's description) before committing."""
@@ -93,11 +108,38 @@ class VideoWriter:
             if dtype.startswith("float") and not np.isfinite(array).all():
                 raise ValueError(f"refusing to store non-finite values in {name!r} of video {self.video_id!r}")
             arrays[name] = array
+        if self._subgrid is not None:
+            arrays["patch"], arrays[PATCH_PTS] = self._subgrid_rows(arrays["patch"], arrays["pts"])
         for name, array in arrays.items():
             self._hasher.update(name, array)
             self._buffers.setdefault(name, []).append(array)
             self._flush(name, final=False)
         self.n_frames += next(iter(sizes.values()))
+
+    def _subgrid_rows(self, patch: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The block's patch rows on the sub-grid, (m, P, W) and their pts (m,); a row decided
+        only by a later block is carried (one frame at most) and written with that block."""
+        assert self._subgrid is not None
+        start = self.n_frames
+        chosen = self._subgrid.push(pts)
+        rows, times = [], []
+        for row in chosen:
+            if row >= start:
+                rows.append(patch[row - start]); times.append(float(pts[row - start]))
+            elif self._carry is not None and self._carry[0] == row:
+                rows.append(self._carry[1]); times.append(self._carry[2])
+            else:  # the selector only looks back at the row it left undecided
+                raise AssertionError(f"sub-grid row {row} was neither carried nor in this block")
+        undecided = self._subgrid.undecided_from
+        end = start + len(pts)
+        if start <= undecided < end:
+            self._carry = (undecided, patch[undecided - start].copy(), float(pts[undecided - start]))
+        elif undecided < start and self._carry is not None and self._carry[0] == undecided:
+            pass  # still undecided: keep carrying it
+        else:
+            self._carry = None
+        block = np.stack(rows) if rows else np.empty((0, *patch.shape[1:]), dtype=patch.dtype)
+        return block, np.asarray(times, dtype=np.float64)
 
     def commit(self) -> str:
         """Flush, write the completion marker, check the lease, publish. Returns the checksum.
@@ -109,7 +151,7 @@ class VideoWriter:
         try:
             if self.n_frames == 0:
                 raise ValueError(f"refusing to complete video {self.video_id!r} with zero frames")
-            for name in self._expected:
+            for name in self._stored:
                 self._flush(name, final=True)
             checksum = self._hasher.hexdigest()
             self.group.attrs.update({"n_frames": self.n_frames, "checksum": checksum, "finished": utcnow(), "complete": True})
@@ -140,7 +182,7 @@ class VideoWriter:
         if name in self._written:
             return self.group[name]
         frame_shape = first.shape[1:]
-        if name in layout.TIME_ARRAYS:
+        if name in layout.TIME_ARRAYS or name == PATCH_PTS:
             return self.group.create_array(name, shape=(0,), dtype=first.dtype, chunks=(layout.TIME_CHUNK,))
         chunks, shards = layout.chunk_shapes(name, frame_shape)
         return self.group.create_array(
@@ -151,7 +193,7 @@ class VideoWriter:
         pending = self._buffers.get(name)
         if not pending:
             return
-        step = layout.TIME_CHUNK if name in layout.TIME_ARRAYS else layout.shard_frames(name)
+        step = layout.TIME_CHUNK if name in layout.TIME_ARRAYS or name == PATCH_PTS else layout.shard_frames(name)
         buffered = sum(len(b) for b in pending)
         n_out = buffered if final else (buffered // step) * step
         if n_out == 0:
