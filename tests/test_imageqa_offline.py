@@ -146,7 +146,7 @@ def test_teacher_flag_errors_come_before_any_video(case, tmp_path, demo_root, ti
         raise AssertionError("a video was touched before the teacher flags were checked")
 
     monkeypatch.setattr(pipeline, "check_videos", touched)
-    monkeypatch.setattr(pipeline, "_run", touched)
+    monkeypatch.setattr(pipeline, "run_passes", touched)
     (tmp_path / "empty").mkdir()
     if case == "weights-without-tokenizer":
         from tiny_blip import write_tiny_blip_vqa
