@@ -51,6 +51,17 @@ sample that is ``N * P * W * 2`` bytes of float16, e.g. 100 x 196 x 768 x 2 = 29
 unpooled ViT-B/16 (too much per sample, and the same shard reads) versus 100 x 4 x 768 x 2 =
 0.6 MiB with ``--patch-pool 7`` (2 x 2 grid). A method that does not select (``uniform``)
 reads only its K uniformly placed frames (``patch_frames="uniform"``, ``patch`` (K, P, W)).
+
+**T frames by segments** (``patch_frames="segments"``, VLAP). The question's frames (all of
+them, or its segment's) are cut into T = ``num_frames`` equal parts; a training dataset
+(``training=True``) takes one frame at a uniformly random place in each part, an evaluation
+dataset each part's midpoint (:func:`segment_positions`; the released VLAP/SeViLA video
+loaders' rule). ``cls`` (T, E) and ``patch`` (T, P, W) are those T frames, always T rows: a
+clip with fewer than T frames repeats frames (parts share a frame), since the Frame-Prompter
+needs exactly T = K S frames. The draw uses torch's global RNG (restored on resume; seeded
+per DataLoader worker). Each sample also carries the question's text ``question`` (str) and
+``candidates`` (list of str) from the question bundle's metadata, for methods that tokenize
+text themselves. ``InMemory`` datasets read each sample once, so their draw is fixed.
 """
 
 from __future__ import annotations
@@ -69,12 +80,42 @@ from vqacache.cache_spec.store import FeatureStore
 from vqacache.heads.questions import Coverage, Question, QuestionRef, resolve_questions
 from vqacache.heads.stores import StoreLike, StoreSet, match_frames, require_patches
 
-PatchFrames = Literal["none", "all", "uniform"]
+PatchFrames = Literal["none", "all", "uniform", "segments"]
 
 __all__ = [
     "Coverage", "MissingTeacher", "NoQuestions", "QADataset", "Question", "QuestionRef", "StoreSet",
-    "build_answer_vocab", "collate", "frame_indices", "to_device", "uniform_positions",
+    "build_answer_vocab", "collate", "frame_indices", "segment_positions", "store_texts", "to_device",
+    "uniform_positions",
 ]
+
+
+def segment_positions(n_valid: int, parts: int, draws: np.ndarray | None = None) -> np.ndarray:
+    """Positions (parts,) in ``range(n_valid)``, one per equal part of it: part t covers
+    ``[t n / parts, (t + 1) n / parts)``; ``draws`` (parts,) in [0, 1) place each inside its part
+    (training), None takes the midpoints (evaluation). Repeats when parts > n_valid."""
+    if n_valid <= 0:
+        raise ValueError("no frames to choose from")
+    u = np.full(parts, 0.5) if draws is None else np.asarray(draws, dtype=np.float64)
+    pos = np.floor((np.arange(parts) + u) * n_valid / parts).astype(np.int64)
+    return np.clip(pos, 0, n_valid - 1)
+
+
+def store_texts(stores: StoreSet) -> list[str]:
+    """Every question's and candidate's text in the text store's complete bundles (all splits),
+    read from the bundles' metadata (e.g. to build a tokenizer's vocabulary offline)."""
+    out: list[str] = []
+    try:
+        splits = stores.store("text").root["questions"]
+    except KeyError:
+        return out
+    for _, split in splits.groups():
+        for key, bundle in split.groups():
+            if key.startswith(".tmp-") or bundle.attrs.get("complete") is not True:
+                continue
+            for e in bundle.attrs["entries"]:
+                out.append(str(e.get("question", "")))
+                out.extend(str(c) for c in e.get("candidates") or ())
+    return out
 
 
 class MissingTeacher(VqaCacheError, ValueError):
@@ -101,8 +142,8 @@ class QADataset(Dataset):
         store: the primary store (path or open store), or a ready :class:`StoreSet`.
         split: split name.
         num_frames: N.
-        patch_frames: "none", "all" (N frames' patches) or "uniform" (``num_patch_frames``
-            uniformly placed frames among the N).
+        patch_frames: "none", "all" (N frames' patches), "uniform" (``num_patch_frames``
+            uniformly placed frames among the N) or "segments" (N frames, one per equal part).
         num_patch_frames: K for ``patch_frames="uniform"``.
         expect_fingerprint: refuse the primary store unless its fingerprint is this one.
         answer_vocab: open-ended answers (index = class); built from this split when None.
@@ -110,6 +151,7 @@ class QADataset(Dataset):
         questions: the split's questions from a dataset adapter (None: the text store's).
         expect_fingerprints: ``{role: fingerprint}`` to refuse (a checkpoint's).
         dataset: refuse stores of another dataset.
+        training: ``patch_frames="segments"`` draws a random frame in each part (else midpoints).
 
     Attributes: ``stores`` (the :class:`StoreSet`), ``fingerprint`` (the primary store's),
     ``fingerprints`` (per role), ``refs`` (usable questions), ``coverage``.
@@ -129,9 +171,11 @@ class QADataset(Dataset):
         questions: Sequence[Question] | None = None,
         expect_fingerprints: Mapping[str, str] | None = None,
         dataset: str | None = None,
+        training: bool = False,
     ) -> None:
-        if patch_frames not in ("none", "all", "uniform"):
-            raise UsageError(f"patch_frames must be none, all or uniform, not {patch_frames!r}")
+        if patch_frames not in ("none", "all", "uniform", "segments"):
+            raise UsageError(f"patch_frames must be none, all, uniform or segments, not {patch_frames!r}")
+        self.training = training
         if isinstance(store, StoreSet):
             if roles:
                 raise ValueError("give roles to the StoreSet, not beside it")
@@ -213,6 +257,13 @@ class QADataset(Dataset):
             self._handles[key] = dict(group.arrays())
         return self._handles[key]
 
+    def _entries(self, split_key: str, bundle_key: str) -> list[dict[str, Any]]:
+        """The metadata entries of a question bundle in the text store (cached per process)."""
+        key = (str(self.stores.paths["text"]), split_key, bundle_key, "entries")
+        if key not in self._handles:
+            self._handles[key] = list(self.stores.store("text").root[f"questions/{split_key}/{bundle_key}"].attrs["entries"])
+        return self._handles[key]
+
     def __len__(self) -> int:
         return len(self.refs)
 
@@ -248,7 +299,12 @@ class QADataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         ref = self.refs[i]
         arrays, pts = self._video("cls", ref.video_id)
-        idx = frame_indices(pts, self.num_frames, ref.start, ref.end)  # (n,)
+        if self.patch_frames == "segments":
+            inside = frame_indices(pts, len(pts), ref.start, ref.end)  # (n,) all the question's frames
+            draws = torch.rand(self.num_frames).numpy() if self.training else None
+            idx = inside[segment_positions(len(inside), self.num_frames, draws)]  # (T,)
+        else:
+            idx = frame_indices(pts, self.num_frames, ref.start, ref.end)  # (n,)
         cls = np.asarray(arrays["cls"].get_orthogonal_selection((idx, slice(None))), dtype=np.float32)
         group = self._bundle("text", ref.split_key, ref.bundle_key)
         item: dict[str, Any] = {
@@ -263,8 +319,13 @@ class QADataset(Dataset):
         if ref.n_candidates:
             cand = group["cand"][ref.row, : ref.n_candidates]
             item["cand"] = torch.from_numpy(np.asarray(cand, dtype=np.float32))  # (C, E)
+        if self.patch_frames == "segments":
+            entry = self._entries(ref.split_key, ref.bundle_key)[ref.row]
+            item["question"] = str(entry.get("question", ""))
+            item["candidates"] = [str(c) for c in entry.get("candidates") or ()]
         if self.patch_frames != "none":
-            chosen = idx if self.patch_frames == "all" else idx[uniform_positions(len(idx), self.num_patch_frames)]
+            chosen = idx if self.patch_frames in ("all", "segments") else idx[
+                uniform_positions(len(idx), self.num_patch_frames)]
             item["patch"] = torch.from_numpy(self._patch(ref.video_id, pts, chosen))  # (n or K, P, W)
         if ref.teacher_key is not None:
             teacher = _teacher(self._bundle("imageqa", ref.split_key, ref.teacher_key), ref.teacher_row, pts[idx],
@@ -310,7 +371,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
     ``cls`` (B, N, E) + ``frame_mask`` (B, N); ``patch`` (B, N', P, W) + ``patch_mask``;
     ``cand`` (B, C, E) + ``cand_mask`` (B, C); ``imageqa`` (B, N, C) + ``has_imageqa`` (B,);
-    ``answer`` (B,) int64; ``text`` (B, E); lists ``qid``, ``video_id``, ``qtype``; ``index`` (B,).
+    ``answer`` (B,) int64; ``text`` (B, E); lists ``qid``, ``video_id``, ``qtype``; ``index`` (B,);
+    lists ``question`` and ``candidates`` when the samples carry them.
     """
     B = len(samples)
     batch: dict[str, Any] = {
@@ -321,6 +383,9 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "text": torch.stack([s["text"] for s in samples]),
         "answer": torch.tensor([s["answer"] for s in samples], dtype=torch.int64),
     }
+    for name in ("question", "candidates"):
+        if name in samples[0]:
+            batch[name] = [s[name] for s in samples]
     batch["cls"], batch["frame_mask"] = _pad([s["cls"] for s in samples])
     if "patch" in samples[0]:
         batch["patch"], batch["patch_mask"] = _pad([s["patch"] for s in samples])

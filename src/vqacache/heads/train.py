@@ -44,7 +44,9 @@ the metrics is its result and ``val_acc`` its ``Acc``); NExT-QA and datasets wit
 scorer keep :func:`score_predictions` (NExT-QA's grouping when the types are NExT-QA's).
 
 Schedule: linear warm-up over ``warmup`` x total steps, then linear decay to 0 at the last
-step (VideoDistill's "linear decay learning rate schedule with a warm-up strategy").
+step (VideoDistill's "linear decay learning rate schedule with a warm-up strategy"), or a
+cosine decay to 0 when the method's optim says ``schedule: cosine`` (VLAP). Each training
+batch carries ``train_step``, a :class:`~vqacache.heads.methods.common.TrainStep`.
 AMP (bfloat16 autocast) on CUDA only; gradients clipped to ``grad_clip`` (L2 norm).
 """
 
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -71,7 +74,7 @@ from vqacache.heads.curves import write_curves
 from vqacache.heads.data import QADataset, collate, to_device
 from vqacache.heads.eval import NEXTQA_TYPES, FOLD, accuracy_by_type, prediction_key
 from vqacache.heads.methods import get_method, method_args
-from vqacache.heads.methods.common import answer_loss
+from vqacache.heads.methods.common import TrainStep, answer_loss
 from vqacache.heads.questions import MissingQuestions, Question
 from vqacache.heads.scoring import training_scorer
 from vqacache.heads.scoring.training import score_validation
@@ -133,11 +136,12 @@ class TrainConfig:
     """Refuse listed questions without features instead of warning and leaving them out."""
 
 
-def _lr_lambda(total: int, warmup_steps: int) -> Callable[[int], float]:
+def _lr_lambda(total: int, warmup_steps: int, schedule: str = "linear") -> Callable[[int], float]:
     def f(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        return max(0.0, (total - step) / max(1, total - warmup_steps))
+        left = max(0.0, (total - step) / max(1, total - warmup_steps))  # 1 -> 0 after the warm-up
+        return 0.5 * (1.0 - math.cos(math.pi * left)) if schedule == "cosine" else left
 
     return f
 
@@ -330,18 +334,20 @@ def train(
         if (ckpt_dir / "last.pt").exists():
             raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         args = method_args(method, config.args)
-    optim = {k: getattr(config, k) if getattr(config, k) is not None else v for k, v in method.optim.items()}
+    optim = {k: getattr(config, k, None) if getattr(config, k, None) is not None else v for k, v in method.optim.items()}
 
     expect = checkpoint_fingerprints(resume_ckpt) if resume_ckpt is not None else None
     stores = StoreSet(
         config.store, config.stores, dataset=config.dataset, expect=expect, expect_what="the checkpoint",
         expect_paths=resume_ckpt.get("store_paths") if resume_ckpt is not None else None,
     )
+    if method.prepare is not None and resume_ckpt is None:
+        args = {**args, **method.prepare(args, stores)}
     data_kw = method.data(args)
     vocab = resume_ckpt["answer_vocab"] if resume_ckpt else None
     questions = questions or {}
     train_ds = QADataset(stores, config.train_split, answer_vocab=vocab, questions=questions.get(config.train_split),
-                         **data_kw)
+                         training=True, **data_kw)
     val_ds = QADataset(stores, config.val_split, answer_vocab=train_ds.answer_vocab,
                        questions=questions.get(config.val_split), **data_kw)
     splits = {config.train_split: train_ds, config.val_split: val_ds}
@@ -376,14 +382,16 @@ def train(
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, round(optim["warmup"] * total))))
+    schedule = optim.get("schedule", "linear")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total, max(1, round(optim["warmup"] * total)), schedule))
     start_epoch, best = 0, -1.0
     if resume_ckpt is not None:
         model.load_state_dict(resume_ckpt["model"])
         optimizer.load_state_dict(resume_ckpt["optimizer"])
         scheduler.load_state_dict(resume_ckpt["scheduler"])
         # the schedule's length follows this run's --epochs (extending a finished run is allowed)
-        scheduler.lr_lambdas[0] = _lr_lambda(total, max(1, round(optim["warmup"] * total)))
+        scheduler.lr_lambdas[0] = _lr_lambda(total, max(1, round(optim["warmup"] * total)), schedule)
         _set_rng_state(resume_ckpt["rng"])
         start_epoch, best = resume_ckpt["epoch"] + 1, resume_ckpt["best_val_acc"]
         _truncate_metrics(out / "metrics.jsonl", resume_ckpt["epoch"])
@@ -413,6 +421,7 @@ def train(
             if step >= steps_per_epoch:
                 break
             batch = to_device(batch, config.device)
+            batch["train_step"] = TrainStep(epoch * steps_per_epoch + step, total)
             with _autocast(config.device, config.amp):
                 loss, logs = method.loss(model, batch, args)
             optimizer.zero_grad(set_to_none=True)

@@ -3,7 +3,9 @@
 * ``uniform`` (:mod:`.uniform`): K uniform frames -> vision refinement -> answer head;
 * ``videodistill`` (:mod:`.videodistill`): N dense CLS -> frame sampler -> top-K -> refinement;
 * ``sparc`` (:mod:`.sparc`): SpARC's guided/consistency/spatial-distillation losses and
-  Temporal Guided Mixup around ``--backbone uniform|videodistill``.
+  Temporal Guided Mixup around ``--backbone uniform|videodistill``;
+* ``vlap`` (:mod:`.vlap`): Frame-Prompter, InstructBLIP Q-Former + frozen Flan-T5 and the
+  QFormer-Distiller on cached ViT-g tokens (recipes of the paper's ablations).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from vqacache.cache_spec.errors import UnknownName
-from vqacache.heads.methods import sparc, uniform, videodistill
+from vqacache.heads.methods import sparc, uniform, videodistill, vlap
 from vqacache.heads.methods.common import Method
 
-METHODS: dict[str, Method] = {m.name: m for m in (uniform.METHOD, videodistill.METHOD, sparc.METHOD)}
+METHODS: dict[str, Method] = {m.name: m for m in (uniform.METHOD, videodistill.METHOD, sparc.METHOD, vlap.METHOD)}
 
 
 def get_method(name: str) -> Method:

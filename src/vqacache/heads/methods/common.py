@@ -15,12 +15,27 @@ from vqacache.heads.modules import AnswerClassifier, CandidateScorer
 
 
 @dataclass(frozen=True)
+class TrainStep:
+    """Where training is: ``step`` (0-based, over the whole run) of ``total`` optimiser steps.
+
+    The training loop puts it in every training batch under ``"train_step"`` before calling
+    ``Method.loss`` (schedules inside a method, e.g. VLAP's Gumbel temperature)."""
+
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Method:
     """A training method: how to build its model, what data it reads, its loss and prediction.
 
     ``build(args, dims) -> nn.Module``; ``loss(model, batch, args) -> (loss, {name: float})``;
     ``predict(model, batch) -> logits (B, C)``; ``data(args) -> QADataset keyword arguments``.
-    ``defaults``: model/method arguments; ``optim``: lr, weight_decay, warmup (fraction of steps).
+    ``defaults``: model/method arguments; ``optim``: lr, weight_decay, warmup (fraction of steps),
+    optionally ``schedule`` ("linear", the default, or "cosine" after the warm-up).
+    ``prepare(args, stores) -> dict``, optional: facts of the run's stores the model needs
+    (identities, a tokenizer's vocabulary, ...), merged into the arguments once, before the
+    first ``build``, and recorded with them (config.json, checkpoints).
     """
 
     name: str
@@ -29,7 +44,8 @@ class Method:
     predict: Callable[[nn.Module, dict[str, Any]], Tensor]
     data: Callable[[dict[str, Any]], dict[str, Any]]
     defaults: dict[str, Any] = field(default_factory=dict)
-    optim: dict[str, float] = field(default_factory=dict)
+    optim: dict[str, Any] = field(default_factory=dict)
+    prepare: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
 
 
 VIDEODISTILL_OPTIM = {"lr": 3e-5, "weight_decay": 1e-3, "warmup": 0.1}
