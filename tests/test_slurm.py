@@ -203,3 +203,57 @@ def test_job_watch_replaces_lost_jobs_within_the_budget():
     alive = KilledWorker("t", type("W", (), {"name": "c-9", "address": "tcp://a:9"})(), 0)
     watch.interval = 0.01
     assert not watch.died_with_job(alive)  # a worker death with its job alive: the video's doing
+
+
+def test_job_watch_past_the_budget_with_no_worker_interrupts_the_run(monkeypatch):
+    """No SLURM needed: the budget spent and no worker left -> the driver's wait is interrupted
+    once (the run cannot finish); a worker still there -> it is not."""
+    import asyncio
+
+    import vqacache.featurize.cluster as cluster_mod
+    from vqacache.featurize.cluster import JobOptions, JobWatch
+
+    interrupts: list[int] = []
+    monkeypatch.setattr(cluster_mod._thread, "interrupt_main", lambda: interrupts.append(1))
+
+    async def scenario() -> JobWatch:
+        cluster = _FakeCluster()
+        watch = JobWatch(cluster, JobOptions("slurm", jobs=2, retries=0), lambda m: None, interval=0.01)
+        watch.check({})
+        watch.check({"1": "RUNNING", "2": "RUNNING"})
+        del cluster.scheduler_info["workers"]["tcp://a:1"]
+        watch.check({"1": None, "2": "RUNNING"})  # past a budget of 0, but c-1 still works
+        assert watch.lost == ["1"] and not watch.exhausted and interrupts == []
+        cluster.scheduler_info["workers"].clear()
+        watch.check({"1": None, "2": None})  # the last job gone too
+        watch.check({"1": None, "2": None})
+        await asyncio.sleep(0)
+        return watch
+
+    watch = asyncio.run(scenario())
+    assert watch.exhausted and watch.lost == ["1", "2"] and interrupts == [1]
+
+
+def test_budget_exhausted_is_one_line_and_exit_3(monkeypatch, tmp_path):
+    """What connect_jobs raises then (JobBudgetExhausted) reaches the user as one line, exit 3."""
+    from contextlib import contextmanager
+
+    from typer.testing import CliRunner
+
+    import vqacache.featurize.cluster as cluster_mod
+    from vqacache.cli.featurize import app
+    from vqacache.featurize.cluster import JobBudgetExhausted
+
+    @contextmanager
+    def no_jobs_left(options, report=print):  # noqa: ANN001, ANN202
+        raise JobBudgetExhausted("2 jobs lost, retry budget (1) spent and no worker left; rerun to go on "
+                                 "(complete videos are kept)")
+        yield
+
+    monkeypatch.setattr(cluster_mod, "connect_jobs", no_jobs_left)
+    result = CliRunner().invoke(app, ["--dataset", "demo", "--encoder", "clip-b16", "--weights", "random",
+                                      "--cache-root", str(tmp_path / "cache"), "--cluster", "slurm", "--jobs", "2"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 3, result.output
+    assert lines == ["error: 2 jobs lost, retry budget (1) spent and no worker left; rerun to go on "
+                     "(complete videos are kept)"], result.output

@@ -31,7 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors_exit(func: F) -> F:
-    """Turn a user mistake (any VqaCacheError) into one line on stderr and exit code 2."""
+    """Turn a user mistake (any VqaCacheError) into one line on stderr and exit code 2 (or the
+    error's own ``exit_code``, for errors that are not the user's: e.g. 3 when every batch job
+    was lost)."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -40,7 +42,7 @@ def user_errors_exit(func: F) -> F:
         except VqaCacheError as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_USAGE) from None
+            raise typer.Exit(getattr(exc, "exit_code", EXIT_USAGE)) from None
 
     return wrapper  # type: ignore[return-value]
 

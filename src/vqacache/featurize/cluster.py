@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import dask
 from distributed import Client, LocalCluster, WorkerPlugin
 
+from vqacache.cache_spec import VqaCacheError
+
 ALLOWED_FAILURES = 0
 """A task that kills its worker is not retried elsewhere: a poison video is recorded, not
 allowed to kill every worker in turn (the pipeline retries the shard's other videos)."""
@@ -174,8 +176,12 @@ class JobOptions:
         return self.jobs if self.retries is None else self.retries
 
 
-class JobBudgetExhausted(RuntimeError):
-    pass
+class JobBudgetExhausted(VqaCacheError, RuntimeError):
+    """Every job was lost, the retry budget is spent and no worker is left: the run stops
+    (complete videos are kept; a rerun goes on). One line from the CLI, exit code 3 (some
+    work not done), like a run with failed videos."""
+
+    exit_code = 3
 
 
 class JobWatch:
