@@ -1,4 +1,10 @@
-"""``vqa-train-head``: train a head (uniform, videodistill, sparc) on feature stores.
+"""``vqa-train-head``: train a head (uniform, videodistill, sparc, vlap) on feature stores.
+
+``--method-arg KEY=VALUE`` (repeatable) sets any of the method's arguments, typed by its
+default (int, float, bool, str); unknown keys list the valid ones. ``--weights`` names the
+pretrained parts of methods that load them (vlap: a hub name, a save_pretrained folder, or
+``random``), passed as the method argument ``weights``. All of them land in config.json and
+the checkpoints with the other arguments.
 
 ``--store PATH`` (or ``--dataset/--encoder/--cache-root``) names the primary store;
 ``--store ROLE=PATH`` takes one input from another store of the same dataset (roles: cls,
@@ -21,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vqacache.cache_spec import UsageError
 from vqacache.cache_spec.layout import safe_name
 from vqacache.cli._common import user_errors_exit
+from vqacache.heads.methods import get_method, parse_method_args
 from vqacache.heads.questions import Question
 from vqacache.heads.train import TrainConfig, train
 
@@ -93,6 +100,25 @@ def adapter_questions(dataset: str | None, data_root: Path, splits: tuple[str, .
     }
 
 
+def method_overrides(method: str, explicit: dict[str, Any], pairs: list[str] | None,
+                     weights: str | None) -> dict[str, Any]:
+    """The run's method arguments: the explicit options (None: not given), ``--method-arg`` pairs
+    and ``--weights``; the same key given two ways is refused."""
+    m = get_method(method)
+    args = {k: v for k, v in explicit.items() if v is not None}
+    for key, value in parse_method_args(m, pairs).items():
+        if key in args:
+            raise UsageError(f"--method-arg {key}=... repeats an option given on its own")
+        args[key] = value
+    if weights is not None:
+        if "weights" not in m.defaults:
+            raise UsageError(f"--weights is for methods that load pretrained parts; {method} loads none")
+        if "weights" in args:
+            raise UsageError("give --weights or --method-arg weights=..., not both")
+        args["weights"] = weights
+    return args
+
+
 def resolve_store(store: Path | None, dataset: str | None, encoder: str | None, cache_root: Path | None) -> Path:
     """``--store``, or the single store of ``--encoder`` for ``--dataset`` under ``--cache-root``."""
     if store is not None:
@@ -109,7 +135,7 @@ def resolve_store(store: Path | None, dataset: str | None, encoder: str | None, 
 @app.command(help="Train a VideoQA head from cached features; checkpoints, metrics and predictions go to --out.")
 @user_errors_exit
 def run(
-    method: Annotated[str, typer.Option(help="uniform, videodistill or sparc.")],
+    method: Annotated[str, typer.Option(help="uniform, videodistill, sparc or vlap.")],
     out: Annotated[Path, typer.Option(help="Run directory.")],
     store: Annotated[
         list[str] | None,
@@ -147,17 +173,29 @@ def run(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     train_split: str = "train",
     val_split: str = "val",
+    method_arg: Annotated[
+        list[str] | None,
+        typer.Option("--method-arg", help="KEY=VALUE setting one of the method's arguments (typed by its default); "
+                                          "repeatable. An unknown key lists the valid ones."),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="vlap: pretrained parts, a hub name (default Salesforce/instructblip-flan-t5-xl, read from "
+                          "the local Hugging Face cache), a save_pretrained folder, or random (with --method-arg "
+                          "size=tiny)."),
+    ] = None,
 ) -> None:
-    args = {
+    explicit = {
         "num_frames": num_frames, "num_select": num_select, "num_layers": num_layers, "num_heads": num_heads,
         "dim": dim, "backbone": backbone, "threshold": threshold,
     }
+    args = method_overrides(method, explicit, method_arg, weights)
     primary, roles = parse_stores(store)
     config = TrainConfig(
         method=method, store=str(resolve_store(primary, dataset, encoder, cache_root)), out=str(out), epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, seed=seed,
         workers=workers, device=device, amp=amp, resume=resume, train_split=train_split, val_split=val_split,
-        args={k: v for k, v in args.items() if v is not None}, stores=roles, dataset=dataset,
+        args=args, stores=roles, dataset=dataset,
         require_all_questions=require_all_questions,
     )
     questions = adapter_questions(dataset, data_root, (train_split, val_split)) if data_root is not None else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vqacache.cache_spec.errors import UnknownName
+from vqacache.cache_spec.errors import UnknownName, UsageError
 from vqacache.heads.methods import sparc, uniform, videodistill, vlap
 from vqacache.heads.methods.common import Method
 
@@ -39,4 +39,46 @@ def method_args(method: Method, overrides: dict[str, Any] | None = None) -> dict
     return args
 
 
-__all__ = ["METHODS", "Method", "get_method", "method_args"]
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_method_args(method: Method, pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> ``{key: value}`` typed by the default's type (bool, int, float, str).
+
+    Unknown keys raise :class:`UnknownName` listing the valid ones; a value that does not parse
+    as its type, a missing ``=`` or a key given twice raise :class:`UsageError`.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--method-arg {pair!r}: expected KEY=VALUE")
+        if key not in method.defaults:
+            raise UnknownName(
+                f"method {method.name!r} has no argument {key!r}; valid: {', '.join(sorted(method.defaults))}")
+        if key in out:
+            raise UsageError(f"--method-arg {key}=... given twice")
+        out[key] = _typed(key, raw, method.defaults[key])
+    return out
+
+
+def _typed(key: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.strip().lower() in _TRUE:
+                return True
+            if raw.strip().lower() in _FALSE:
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        what = {bool: "true or false", int: "an integer", float: "a number"}[type(default)]
+        raise UsageError(f"--method-arg {key}={raw!r}: expected {what}") from None
+    return raw
+
+
+__all__ = ["METHODS", "Method", "get_method", "method_args", "parse_method_args"]
