@@ -43,9 +43,10 @@ student's vision LayerNorm, under ``no_grad``.
 ``VisionLayerNorm`` turns either into this checkpoint's LayerNorm output, exactly. A
 checkpoint whose vision trunk digest differs from the store's ``trunk_sha256`` is refused;
 when either is unknown (random weights, an older store) the check is skipped and the reason
-kept in ``notes``. Without that module in the installed package the stored tokens are taken
-as the checkpoint's own LayerNorm output, with a trainable affine initialised to identity
-(noted).
+kept in ``notes``. Tokens of an unrecorded LayerNorm (older stores, synthetic stores) are
+refused with pretrained weights (``VisionLayerNorm``'s one line) and, with random weights,
+get a trainable affine initialised to identity (noted); so do all tokens where that module is
+not installed (exact for affine-free tokens, whose affine starts at gamma', beta').
 
 Decisions where the paper and the released code differ, and which this follows: the softmax
 over the frames of a segment (code); noise-free argmax at evaluation (paper;
@@ -125,7 +126,10 @@ def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
     else:
         extra["weights_identity"] = resolve_folder(args["weights"])[1]
         extra["vocab"] = None
-    if extra["store_token_norm"] is None or not _has_vision_layernorm():
+    if args["weights"] == "random" and _unknown_affine(extra["store_token_norm"]):
+        notes.append("vision LayerNorm: the store's tokens are some LayerNorm's output (gamma unrecorded) and the "
+                     "weights are random: a trainable affine initialised to identity on them")
+    elif extra["store_token_norm"] is None or not _has_vision_layernorm():
         notes.append("vision LayerNorm: VisionLayerNorm not available, a trainable affine on the stored tokens "
                      "(exact for affine-free tokens; identity-initialised on tokens taken as the checkpoint's LN output)")
     if extra["store_token_norm"] is not None and extra["store_token_norm"]["trunk_sha256"] is None:
@@ -172,9 +176,13 @@ def _has_vision_layernorm() -> bool:
     return True
 
 
-def _vision_ln(stored: dict[str, Any] | None, parts: Blip2Parts, width: int) -> nn.Module:
+def _unknown_affine(stored: dict[str, Any] | None) -> bool:
+    return stored is not None and stored["kind"] == "affine" and stored["gamma"] is None
+
+
+def _vision_ln(stored: dict[str, Any] | None, parts: Blip2Parts, width: int, random: bool) -> nn.Module:
     """The trainable vision LayerNorm over the stored tokens (see the module docstring)."""
-    if stored is None or not _has_vision_layernorm():
+    if stored is None or not _has_vision_layernorm() or (random and _unknown_affine(stored)):
         if stored is not None and stored["kind"] == "affine-free":
             return _AffineOnStored(parts.vision_gamma, parts.vision_beta)
         return _AffineOnStored(torch.ones(width), torch.zeros(width))
@@ -220,7 +228,7 @@ class VlapModel(nn.Module):
         self.K, self.T = args["num_select"], args["num_frames"]
         self.qformer_tokenizer = parts.qformer_tokenizer
         self.max_text_len = args["max_text_len"]
-        self.vision_ln = _vision_ln(stored, parts, width)
+        self.vision_ln = _vision_ln(stored, parts, width, random=args["weights"] == "random")
         self.student = FrameQFormer(parts.qformer, parts.query_tokens, parts.projection)
         self.llm = FrozenT5(parts.llm, parts.llm_tokenizer, args["max_prompt_len"])
         n_tokens = 1 + dims["num_patches"]

@@ -1,0 +1,305 @@
+"""VLAP (issue 12): each equation tied to code by an independent recomputation, the frozen and
+trained parts, the option-letter prediction, ``--method-arg``, and a run end to end.
+
+Everything runs on the CPU with ``--weights random --method-arg size=tiny`` on a small
+synthetic store (T = 8 frames of 1 + 4 tokens, width 16).
+
+Mutations tried (each made by hand in the code, the suite run, the change reverted):
+
+1. ``segment_means`` averages over the token axis (``mean(dim=-2)``) instead of the channels:
+   fails ``test_segment_means_are_channel_means_of_consecutive_frames`` (shape and values).
+2. ``straight_through_gumbel`` returns ``hard`` alone (no ``- soft.detach() + soft``): fails
+   ``test_straight_through_gradient_is_the_soft_samples_gradient`` (no gradient).
+3. ``prompter_temperature`` as ``0.01 ** (1 - step / total)`` (schedule reversed): fails
+   ``test_temperature_schedule``.
+4. ``DistillDecoder`` LayerNorm over the channels under ``norm="tokens"``: fails
+   ``test_distiller_decoder_and_mse_by_hand``.
+5. The teacher pass of ``VlapModel.forward`` outside ``torch.no_grad()`` with the teacher left
+   trainable (``requires_grad_(False)`` dropped): fails ``test_teacher_gets_no_gradient``.
+6. ``FrozenT5.option_logits`` reads the decoder's first position (``logits[:, 0]``) instead
+   of the letter step: fails ``test_prediction_is_the_argmax_over_the_option_letters``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from vqacache.cache_spec.errors import UnknownName, UsageError
+from vqacache.heads.data import QADataset, collate, segment_positions
+from vqacache.heads.methods import get_method, method_args, parse_method_args
+from vqacache.heads.methods.common import TrainStep
+from vqacache.heads.methods.vlap import VlapModel, prepare
+from vqacache.heads.modules.frame_prompter import (
+    FramePrompter,
+    prompter_temperature,
+    segment_means,
+    straight_through_gumbel,
+)
+from vqacache.heads.modules.frozen_llm import build_prompt
+from vqacache.heads.modules.qformer_distiller import QFormerDistiller
+from vqacache.heads.stores import StoreSet
+from vqacache.heads.synthetic import make_temporal_store
+
+T, K, P, W = 8, 2, 4, 16
+TINY = {"weights": "random", "size": "tiny", "num_frames": T, "num_select": K}
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("vlap") / "synthetic.zarr"
+    make_temporal_store(path, splits={"train": 6, "val": 3}, n_frames=16, dim=W, n_patches=P, teacher=False)
+    return path
+
+
+def _setup(store_path: Path, **over: Any) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+    """(args, dims, a training batch of 4) for a tiny random VLAP on the synthetic store."""
+    method = get_method("vlap")
+    stores = StoreSet(store_path)
+    args = method_args(method, {**TINY, **over})
+    args = {**args, **prepare(args, stores)}
+    ds = QADataset(stores, "train", training=True, **method.data(args))
+    batch = collate([ds[i] for i in range(4)])
+    return args, ds.dims(), batch
+
+
+# -- Frame-Prompter (eq. 2-5) ----------------------------------------------------------------------
+
+
+def test_segment_means_are_channel_means_of_consecutive_frames() -> None:
+    tokens = torch.arange(2 * 4 * 3 * 5, dtype=torch.float32).reshape(2, 4, 3, 5)  # (B, T=4, N=3, W=5)
+    out = segment_means(tokens, 2)  # K=2, S=2
+    assert out.shape == (2, 2, 6)
+    for b in range(2):
+        for k in range(2):
+            expect = []
+            for s in range(2):
+                frame = 2 * k + s
+                expect += [sum(tokens[b, frame, n].tolist()) / 5 for n in range(3)]
+            torch.testing.assert_close(out[b, k], torch.tensor(expect))
+
+
+def test_prompter_scores_follow_eq2_with_one_set_of_weights_per_segment() -> None:
+    torch.manual_seed(0)
+    fp = FramePrompter(num_frames=6, num_segments=3, num_tokens=2)
+    tokens = torch.randn(1, 6, 2, 4)
+    logits = fp.scores(tokens)  # (1, 3, 2)
+    for k in range(3):
+        x = torch.tensor([tokens[0, 2 * k + s, n].mean().item() for s in range(2) for n in range(2)])
+        h = fp.w1.weight @ x + fp.w1.bias
+        h = (h - h.mean()) / torch.sqrt(h.var(unbiased=False) + fp.ln.eps) * fp.ln.weight + fp.ln.bias
+        expect = fp.w2.weight @ torch.clamp(h, min=0) + fp.w2.bias
+        torch.testing.assert_close(logits[0, k], expect)
+
+
+def test_exactly_one_frame_per_segment_in_the_forward_pass() -> None:
+    torch.manual_seed(1)
+    fp = FramePrompter(num_frames=T, num_segments=K, num_tokens=3).train()
+    tokens = torch.randn(3, T, 3, 5)
+    out = fp(tokens, tau=0.5)
+    S = T // K
+    assert out.weights.shape == (3, K, S)
+    assert torch.equal(out.weights.detach(), F.one_hot(out.weights.detach().argmax(-1), S).float())
+    for b in range(3):
+        for k in range(K):
+            i = int(out.index[b, k])
+            assert k * S <= i < (k + 1) * S
+            torch.testing.assert_close(out.frames[b, k], tokens[b, i])
+
+
+def test_straight_through_gradient_is_the_soft_samples_gradient() -> None:
+    torch.manual_seed(2)
+    logits = torch.randn(2, 3, 4, requires_grad=True)
+    noise = -torch.log(-torch.log(torch.rand(2, 3, 4)))
+    upstream = torch.randn(2, 3, 4)
+    hard, _ = straight_through_gumbel(logits, 0.7, noise)
+    (hard * upstream).sum().backward()
+    st_grad = logits.grad.clone()
+    # independent: the soft Gumbel-softmax sample of eq. 5, written out
+    ref = logits.detach().clone().requires_grad_(True)
+    logp = ref - torch.logsumexp(ref, dim=-1, keepdim=True)
+    soft = torch.exp((logp + noise) / 0.7)
+    soft = soft / soft.sum(-1, keepdim=True)
+    (soft * upstream).sum().backward()
+    torch.testing.assert_close(st_grad, ref.grad)
+    assert torch.equal(hard.detach(), F.one_hot((logits.detach() + noise).argmax(-1), 4).float())  # eq. 4
+
+
+def test_evaluation_is_the_noise_free_argmax_and_eval_noise_keeps_the_noise() -> None:
+    torch.manual_seed(3)
+    fp = FramePrompter(num_frames=T, num_segments=K, num_tokens=3).eval()
+    tokens = torch.randn(4, T, 3, 5)
+    expect = fp.scores(tokens).argmax(-1) + torch.arange(K) * (T // K)
+    for _ in range(3):
+        assert torch.equal(fp(tokens, tau=0.01).index, expect)
+    fp.eval_noise = True
+    draws = {tuple(fp(tokens, tau=0.01).index.flatten().tolist()) for _ in range(20)}
+    assert len(draws) > 1  # the released code's noisy evaluation
+
+
+def test_temperature_schedule() -> None:
+    assert prompter_temperature(0, 100) == 1.0
+    assert math.isclose(prompter_temperature(50, 100), 0.1)
+    assert math.isclose(prompter_temperature(100, 100), 0.01)
+    assert math.isclose(prompter_temperature(25, 100), 0.01 ** 0.25)
+
+
+def test_question_aware_prompter_reads_the_question() -> None:
+    torch.manual_seed(4)
+    fp = FramePrompter(num_frames=T, num_segments=K, num_tokens=3, question_dim=6)
+    tokens = torch.randn(1, T, 3, 5)
+    q1, q2 = torch.randn(1, 6), torch.randn(1, 6)
+    assert fp.w1.in_features == (T // K) * 3 + 6
+    assert not torch.allclose(fp.scores(tokens, q1), fp.scores(tokens, q2))
+
+
+# -- QFormer-Distiller (eq. 7) ---------------------------------------------------------------------
+
+
+def test_distiller_decoder_and_mse_by_hand() -> None:
+    torch.manual_seed(5)
+    dist = QFormerDistiller(student_len=3, teacher_len=6, dim=2)
+    with torch.no_grad():
+        dist.decoder.ln.weight.uniform_(0.5, 1.5)
+        dist.decoder.ln.bias.uniform_(-0.5, 0.5)
+    student, teacher = torch.randn(2, 3, 2), torch.randn(2, 6, 2)
+    decoded = dist.decoder(student)
+    assert decoded.shape == (2, 6, 2)
+    fc, ln = dist.decoder.fc, dist.decoder.ln
+    total = 0.0
+    for b in range(2):
+        for c in range(2):
+            col = [sum(fc.weight[t, s].item() * student[b, s, c].item() for s in range(3)) + fc.bias[t].item()
+                   for t in range(6)]
+            mean = sum(col) / 6
+            var = sum((v - mean) ** 2 for v in col) / 6
+            for t in range(6):
+                y = (col[t] - mean) / math.sqrt(var + ln.eps) * ln.weight[t].item() + ln.bias[t].item()
+                assert math.isclose(decoded[b, t, c].item(), y, rel_tol=1e-4, abs_tol=1e-5)
+                total += (y - teacher[b, t, c].item()) ** 2
+    assert math.isclose(dist(student, teacher).item(), total / (2 * 6 * 2), rel_tol=1e-4)
+
+
+# -- the model: frozen parts, teacher, prediction --------------------------------------------------
+
+
+def test_teacher_gets_no_gradient(store_path: Path) -> None:
+    args, dims, batch = _setup(store_path)
+    model = VlapModel(args, dims).train()
+    out = model(batch, tau=0.5)
+    assert out["teacher"].shape == (4, 32 * T, model.llm.width) and not out["teacher"].requires_grad
+    assert out["student"].shape == (4, 32 * K, model.llm.width)
+    loss, logs = get_method("vlap").loss(model, {**batch, "train_step": TrainStep(3, 10)}, args)
+    loss.backward()
+    assert logs["l_distill"] > 0 and math.isclose(logs["tau"], 0.01 ** 0.3)
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+    assert model.prompter is not None and model.prompter.w1.weight.grad is not None
+    assert model.distiller.decoder.fc.weight.grad is not None
+
+
+def test_llm_unchanged_after_a_step_while_the_trained_parts_change(store_path: Path) -> None:
+    args, dims, batch = _setup(store_path)
+    model = VlapModel(args, dims)
+    model.train()
+    assert not model.llm.llm.training and not model.teacher.training
+    llm_before = {k: v.clone() for k, v in model.llm.llm.state_dict().items()}
+    trained = {"student": model.student, "prompter": model.prompter, "distiller": model.distiller,
+               "vision_ln": model.vision_ln}
+    before = {name: [p.detach().clone() for p in m.parameters()] for name, m in trained.items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss, _ = get_method("vlap").loss(model, {**batch, "train_step": TrainStep(0, 10)}, args)
+    loss.backward()
+    assert all(p.grad is None for p in model.llm.parameters())
+    opt.step()
+    for k, v in model.llm.llm.state_dict().items():
+        assert torch.equal(v, llm_before[k]), k
+    for name, m in trained.items():
+        assert any(not torch.equal(p, q) for p, q in zip(m.parameters(), before[name], strict=True)), name
+    assert not any(k.startswith(("llm.", "teacher.")) for k in model.state_dict())  # frozen parts rebuilt, not saved
+    VlapModel(args, dims).load_state_dict(model.state_dict())  # strict: every saved key, nothing missing
+
+
+def test_prediction_is_the_argmax_over_the_option_letters(store_path: Path) -> None:
+    args, dims, batch = _setup(store_path, recipe="uniform", num_frames=K)
+    model = VlapModel(args, dims).eval()
+    with torch.no_grad():
+        logits = get_method("vlap").predict(model, batch)
+        visual = model(batch, with_teacher=False)["student"]
+        tok = model.llm.tokenizer
+        option = tok("Option", add_special_tokens=False)["input_ids"]
+        letters = [tok(f"Option {x}", add_special_tokens=False)["input_ids"][-1] for x in "ABCD"]
+        for b in range(4):
+            prompt = build_prompt(batch["question"][b], batch["candidates"][b])
+            ids = tok([prompt], return_tensors="pt")["input_ids"]
+            embeds = torch.cat([visual[b : b + 1], model.llm.llm.get_input_embeddings()(ids)], dim=1)
+            dec = torch.tensor([[0, *option]])
+            full = model.llm.llm(inputs_embeds=embeds, decoder_input_ids=dec).logits[0, -1]  # (V,)
+            n = len(batch["candidates"][b])
+            torch.testing.assert_close(logits[b, :n], full[letters[:n]], rtol=1e-4, atol=1e-4)
+            assert int(logits[b].argmax()) == int(full[letters[:n]].argmax())
+
+
+# -- data --------------------------------------------------------------------------------------------
+
+
+def test_segment_positions_midpoints_and_random_draws() -> None:
+    assert segment_positions(16, 4).tolist() == [2, 6, 10, 14]
+    assert segment_positions(16, 4, [0.0, 0.0, 0.99, 0.99]).tolist() == [0, 4, 11, 15]
+    assert segment_positions(3, 6).tolist() == [0, 0, 1, 1, 2, 2]  # fewer frames than parts: repeats
+
+
+# -- --method-arg, --weights ------------------------------------------------------------------------
+
+
+def test_method_arg_parsing_is_typed_and_lists_valid_keys() -> None:
+    m = get_method("vlap")
+    parsed = parse_method_args(m, ["num_select=8", "w_distill=0.5", "question_aware=true", "recipe=uniform"])
+    assert parsed == {"num_select": 8, "w_distill": 0.5, "question_aware": True, "recipe": "uniform"}
+    assert isinstance(parsed["w_distill"], float) and parsed["question_aware"] is True
+    with pytest.raises(UnknownName) as err:
+        parse_method_args(m, ["nope=1"])
+    assert "nope" in str(err.value) and "w_distill" in str(err.value) and "\n" not in str(err.value)
+    for bad in (["num_select=four"], ["question_aware=maybe"], ["w_distill"]):
+        with pytest.raises(UsageError):
+            parse_method_args(m, bad)
+
+
+def test_cli_hub_weights_offline_fail_in_one_line(store_path: Path, tmp_path: Path) -> None:
+    from vqacache.cli.train_head import app
+
+    result = CliRunner().invoke(app, ["--method", "vlap", "--store", str(store_path), "--out", str(tmp_path / "r"),
+                                      "--weights", "Nobody/not-a-cached-model"])
+    assert result.exit_code == 2
+    assert "Nobody/not-a-cached-model" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+
+def test_cli_trains_vlap_end_to_end(store_path: Path, tmp_path: Path) -> None:
+    from vqacache.cli.train_head import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "--method", "vlap", "--store", str(store_path), "--out", str(out), "--weights", "random",
+        "--method-arg", "size=tiny", "--num-frames", str(T), "--method-arg", f"num_select={K}", "--epochs", "1",
+        "--batch-size", "4",
+    ])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["args"]["weights_identity"] == "random:0" and config["args"]["num_select"] == K
+    assert config["optim"]["schedule"] == "cosine" and config["optim"]["lr"] == 1e-5
+    preds = json.loads((out / "predictions" / "val.json").read_text())
+    assert len(preds) == 6 and all(set(p) == {"prediction", "answer"} for p in preds.values())
+    assert (out / "curves.png").stat().st_size > 0
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["model_args"]["weights_identity"] == "random:0"
+    assert not any(k.startswith("llm.") for k in ckpt["model"])
