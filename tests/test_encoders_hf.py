@@ -91,7 +91,10 @@ def test_eva01_g14_is_registered_with_its_open_clip_tag() -> None:
 # -- vitg: BLIP-2's ViT-g tower ----------------------------------------------------------------
 
 
-def test_vitg_stores_last_hidden_state_of_the_blip2_vision_model(vitg: Encoder, blip2_dir: Path) -> None:
+def test_vitg_stores_the_affine_free_trunk_output_of_the_blip2_vision_model(vitg: Encoder, blip2_dir: Path) -> None:
+    """vitg stores ``last_hidden_state`` without post_layernorm's affine part (issue 12): the
+    checkpoint's gamma * stored + beta is transformers' ``last_hidden_state``
+    (``tests/test_token_norm.py`` checks the normalisation itself)."""
     from transformers import Blip2ForConditionalGeneration, BlipImageProcessorPil
 
     assert vitg.name == "vitg" and vitg.has_text is False
@@ -103,19 +106,23 @@ def test_vitg_stores_last_hidden_state_of_the_blip2_vision_model(vitg: Encoder, 
     torch.testing.assert_close(out["cls"], out["cls_hidden"], atol=0, rtol=0)  # no projection
 
     model = Blip2ForConditionalGeneration.from_pretrained(blip2_dir).eval()  # the full model, loaded by transformers
+    ln = model.vision_model.post_layernorm
     with torch.no_grad():
         ref = model.vision_model(pixel_values=vitg.transform(frames))  # same input tensor
-    torch.testing.assert_close(out["cls"], ref.last_hidden_state[:, 0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out["patch"], ref.last_hidden_state[:, 1:], atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(out["cls"], ref.pooler_output, atol=1e-3)  # pooler_output: the norm applied twice
-    torch.testing.assert_close(ref.pooler_output, model.vision_model.post_layernorm(out["cls"]), atol=1e-5, rtol=1e-5)
+        cls, patch = ln.weight * out["cls"] + ln.bias, ln.weight * out["patch"] + ln.bias
+    torch.testing.assert_close(cls, ref.last_hidden_state[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(patch, ref.last_hidden_state[:, 1:], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out["cls"], ref.last_hidden_state[:, 0], atol=1e-3)  # the affine part is not in the store
+    assert not torch.allclose(cls, ref.pooler_output, atol=1e-3)  # pooler_output: the norm applied twice
+    with torch.no_grad():
+        torch.testing.assert_close(ref.pooler_output, ln(cls), atol=1e-5, rtol=1e-5)
 
     pixels = BlipImageProcessorPil.from_pretrained(blip2_dir)(
         images=[Image.fromarray(f) for f in frames], return_tensors="pt"
     )["pixel_values"]
     with torch.no_grad():  # end to end through transformers' own image processor
         hidden = model.vision_model(pixel_values=pixels).last_hidden_state
-    assert _cos(out["cls"], hidden[:, 0]).min() > 0.999 and _cos(out["patch"], hidden[:, 1:]).min() > 0.999
+    assert _cos(cls, hidden[:, 0]).min() > 0.999 and _cos(patch, hidden[:, 1:]).min() > 0.999
 
 
 def test_vitg_spec_records_architecture_config_weights_and_preprocessing(vitg: Encoder, blip2_dir: Path) -> None:
@@ -125,10 +132,11 @@ def test_vitg_spec_records_architecture_config_weights_and_preprocessing(vitg: E
     cfg = spec.extra["model_cfg"]
     assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["image_size"], cfg["patch_size"]) == (32, 2, 224, 14)
     assert "transformers_version" not in json.dumps(cfg)
-    assert spec.extra["tokens"] == "last_hidden_state" and spec.extra["cls_projection"] == "none"
+    assert spec.extra["tokens"] == "layernorm-affine-free" and spec.extra["cls_projection"] == "none"
+    assert spec.extra["token_norm"]["kind"] == "affine-free" and len(spec.extra["token_norm"]["trunk_sha256"]) == 64
     assert spec.extra["resize"] == "squash" and spec.preprocess.crop == "none"
     assert (spec.preprocess.resize_short_side, spec.preprocess.crop_size, spec.preprocess.interpolation) == (224, 224, "bicubic")
-    assert spec.outputs.text is None and spec.outputs.text_context is None and spec.outputs.patch_layer == "post-ln"
+    assert spec.outputs.text is None and spec.outputs.text_context is None and spec.outputs.patch_layer == "post-ln-affine-free"
     assert spec.compute_dtype == "float32" and "random_init" not in spec.extra
     assert FeatureSpec.from_json(spec.to_json()) == spec
 

@@ -7,17 +7,29 @@
   24 x 24 patches), from ``Salesforce/blip-vqa-base`` by default: the image-QA teacher's own
   visual features.
 
-What is stored is exactly the tower's ``last_hidden_state``: the last encoder layer's tokens
-after ``post_layernorm``. For BLIP-2 that is the ``ln_vision`` output its Q-Former
-cross-attends to, so a Q-Former initialised from BLIP-2 can read the cache; for BLIP it is
-what the VQA model's question encoder cross-attends to.
+What is stored (the tokens ``h``, (N, 1 + gh * gw, W)):
 
-* ``cls_hidden`` = ``last_hidden_state[:, 0]``;
+* ``vitg``: the trunk's output (the last encoder layer's tokens, *before* ``post_layernorm``)
+  normalised **without** the LayerNorm's affine part, ``(x - mean) / sqrt(var + eps)`` with
+  ``post_layernorm``'s eps, computed in float32 (issue 12: BLIP-2 OPT / Flan-T5,
+  InstructBLIP, SeViLA and VLAP share the frozen trunk but each trains its own copy of that
+  LayerNorm, ``ln_vision``; stage two applies its checkpoint's gamma', beta'). The spec says
+  so (``extra["tokens"] = "layernorm-affine-free"``) and records the featurizing checkpoint's
+  gamma, beta, eps and the trunk's digest (``extra["token_norm"]``, see
+  :mod:`vqacache.cache_spec.token_norm`): ``gamma * h + beta`` is exactly the tower's
+  ``last_hidden_state``, what BLIP-2's Q-Former cross-attends to.
+* ``blip``: the tower's ``last_hidden_state`` (after ``post_layernorm``), unchanged: what the
+  VQA model's question encoder cross-attends to. BLIP has one checkpoint family here and the
+  image-QA teacher reads the full LayerNorm output, so its stores keep their form (and
+  fingerprints); their spec has no ``token_norm`` record, which reads as ``kind="affine"``.
+
+* ``cls_hidden`` = ``h[:, 0]`` (for ``vitg`` affine-free too);
 * ``cls`` = the same vector: these towers have no projection (BLIP-2's Q-Former and BLIP's
   text encoder read the tokens themselves), so ``cls == cls_hidden``, and the spec says so
   (``extra["cls_projection"] = "none"``);
-* ``patch`` = ``last_hidden_state[:, 1:]`` in row-major grid order, optionally average-pooled
-  ``patch_pool x patch_pool`` as for CLIP.
+* ``patch`` = ``h[:, 1:]`` in row-major grid order, optionally average-pooled
+  ``patch_pool x patch_pool`` as for CLIP (pooling commutes with the per-channel affine, so a
+  pooled affine-free store still takes gamma', beta' exactly).
 
 Not ``pooler_output``: transformers computes it as ``post_layernorm(last_hidden_state[:, 0])``,
 the layer norm applied a second time to an already normalised token, which no BLIP model reads.
@@ -38,6 +50,7 @@ defaults). Preprocessing is the BLIP image processor's: both sides resized to th
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +59,8 @@ import torch
 
 from vqacache.cache_spec.errors import UsageError
 from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, SamplingSpec
+from vqacache.cache_spec.token_norm import EXTRA_KEY as TOKEN_NORM_KEY
+from vqacache.cache_spec.token_norm import TokenNorm, trunk_digest
 from vqacache.featurize.encoders.hf_weights import (
     HfWeights,
     load_into,
@@ -74,10 +89,13 @@ class Tower:
     config_class: str
     model_types: tuple[str, ...]
     prefix: str = "vision_model."
+    affine_free: bool = False
+    """Store the trunk's output LayerNorm-normalised without ``post_layernorm``'s affine part
+    (and record gamma, beta, eps and the trunk digest), instead of ``last_hidden_state``."""
 
 
 TOWERS: dict[str, Tower] = {
-    "blip2-vision": Tower("Blip2VisionModel", "Blip2VisionConfig", ("blip-2", "blip_2_vision_model")),
+    "blip2-vision": Tower("Blip2VisionModel", "Blip2VisionConfig", ("blip-2", "blip_2_vision_model"), affine_free=True),
     "blip-vision": Tower("BlipVisionModel", "BlipVisionConfig", ("blip", "blip_vision_model")),
 }
 """``EncoderEntry.model`` -> tower."""
@@ -121,6 +139,7 @@ class HfVisionEncoder:
         self.grid: tuple[int, int] = (size // patch, size // patch)  # (gh, gw)
         check_patch_pool(self.patch_pool, self.grid, name)
         self.preprocess_spec = transform.spec(decode_short_side, decode_interpolation)  # a bad decode size fails here
+        self._token_norm: TokenNorm | None = None  # computed on first use (the digest reads every weight)
 
     # -- description ------------------------------------------------------------------------
 
@@ -154,22 +173,25 @@ class HfVisionEncoder:
 
     def feature_spec(self, sampling: SamplingSpec, dtype: str = "float16") -> FeatureSpec:
         """The spec of features computed by this encoder at ``sampling``, stored as ``dtype``."""
+        layer = "post-ln-affine-free" if self.tower.affine_free else "post-ln"
         outputs = OutputSpec(
-            cls="post-ln-cls",
-            cls_hidden="post-ln-cls",
-            patch_layer="post-ln" if self.patches else None,
+            cls=f"{layer}-cls",
+            cls_hidden=f"{layer}-cls",
+            patch_layer=layer if self.patches else None,
             patch_pool=self.patch_pool,
             text=None,
             text_context=None,
         )
         extra: dict[str, Any] = {
             "model_cfg": self.model_cfg,
-            "tokens": "last_hidden_state",
+            "tokens": "layernorm-affine-free" if self.tower.affine_free else "last_hidden_state",
             "cls_projection": "none",
             "resize": self.transform.resize,
             "preprocess_impl": PREPROCESS_IMPL,
             "attn_implementation": str(getattr(self.model.config, "_attn_implementation", None)),
         }
+        if self.tower.affine_free:
+            extra[TOKEN_NORM_KEY] = self.token_norm.to_extra()
         if self.weights.spec.source == "random":
             extra["random_init"] = RANDOM_INIT
         return FeatureSpec(
@@ -184,15 +206,40 @@ class HfVisionEncoder:
             extra=extra,
         )
 
+    @property
+    def token_norm(self) -> TokenNorm:
+        """The stored form (``affine-free`` for ``vitg``) with this checkpoint's ``post_layernorm``
+        gamma, beta, eps and the digest of the trunk (every other tensor of the tower)."""
+        if self._token_norm is None:
+            ln = self.model.post_layernorm
+            self._token_norm = TokenNorm(
+                kind="affine-free" if self.tower.affine_free else "affine",
+                gamma=ln.weight.detach().to("cpu", torch.float32).numpy(),
+                beta=ln.bias.detach().to("cpu", torch.float32).numpy(),
+                eps=float(ln.eps),
+                trunk_sha256=trunk_digest(_HostTensors(self.model.state_dict())),
+            )
+        return self._token_norm
+
     # -- forward passes ---------------------------------------------------------------------
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed pixels (N, 3, S, S) -> the stored tokens (N, 1 + gh * gw, W): the
+        affine-free normalised trunk output (``vitg``) or ``last_hidden_state`` (``blip``)."""
+        with torch.no_grad(), autocast(self.device, self.compute_dtype):
+            if not self.tower.affine_free:
+                return self.model(pixel_values=x).last_hidden_state
+            trunk = self.model.encoder(inputs_embeds=self.model.embeddings(x)).last_hidden_state  # before post_layernorm
+        with torch.no_grad():
+            eps = float(self.model.post_layernorm.eps)
+            return torch.nn.functional.layer_norm(trunk.float(), trunk.shape[-1:], eps=eps)  # no weight, no bias
 
     def encode_frames(self, frames: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
         """uint8 RGB (N, H, W, 3) -> ``cls`` (N, W), ``cls_hidden`` (N, W), ``patch`` (N, P, W)."""
         x = self.transform(frames, self.device)  # (N, 3, S, S)
         if x.shape[0] == 0:
             return {k: torch.empty(0, *shape) for k, shape in self.dims.items()}
-        with torch.no_grad(), autocast(self.device, self.compute_dtype):
-            hidden = self.model(pixel_values=x).last_hidden_state  # (N, 1 + gh * gw, W)
+        hidden = self.tokens(x)  # (N, 1 + gh * gw, W)
         result = {"cls": hidden[:, 0], "cls_hidden": hidden[:, 0].clone()}  # (N, W) each
         if self.patches:
             result["patch"] = pool_patches(hidden[:, 1:], self.grid, self.patch_pool)  # (N, P, W)
@@ -203,6 +250,26 @@ class HfVisionEncoder:
             f"encoder {self.name} is vision-only ({self.tower.model_class} has no text tower); "
             "take text features from another encoder"
         )
+
+
+class _HostTensors(Mapping[str, np.ndarray]):
+    """A state dict seen as float32 numpy arrays on the host, one tensor at a time (the ViT-g
+    trunk is 4 GB in float32: never all copied at once)."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.state = state
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        tensor = self.state[name].detach()
+        if not tensor.is_floating_point():
+            return tensor.cpu().numpy()
+        return tensor.to("cpu", torch.float32).numpy()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.state)
+
+    def __len__(self) -> int:
+        return len(self.state)
 
 
 # -- construction ---------------------------------------------------------------------------
