@@ -14,14 +14,14 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import torch
 
-from vqacache.cache_spec import FeatureStore, SamplingSpec, StoreError, open_store
+from vqacache.cache_spec import FeatureSpec, FeatureStore, SamplingSpec, StoreError, open_store, with_patch_fps
 from vqacache.cache_spec.heartbeat import Heartbeat
 from vqacache.cache_spec.lease import DEFAULT_GRACE_S, Lease, LeaseLost
 from vqacache.cache_spec.video_writer import VideoWriter
@@ -44,6 +44,10 @@ class EncoderArgs:
     patch_pool: int = 1
     decode_short_side: int | None = 256
     compute_dtype: str = "float32"
+    patch_fps: str | None = None
+    """Patch tokens only on the frames nearest ``j / patch_fps`` (``--patch-fps``; None: every
+    frame). Not an encoder setting: it goes into the spec's ``outputs.patch_fps``, and the
+    store's video writer keeps those rows (:mod:`vqacache.cache_spec.patch_frames`)."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ _POOLS: dict[DecodeArgs, DecodePool] = {}
 
 
 def cached_encoder(args: EncoderArgs) -> Encoder:
-    """The encoder for ``args``, built once per process."""
+    """The encoder for ``args``, built once per process (``patch_fps`` does not rebuild it)."""
+    args = replace(args, patch_fps=None)
     if args not in _ENCODERS:
         _ENCODERS[args] = get_encoder(
             args.name,
@@ -124,8 +129,15 @@ def cached_encoder(args: EncoderArgs) -> Encoder:
 
 
 def encoder_spec(args: EncoderArgs, fps: str, dtype: str) -> str:
-    """The FeatureSpec (JSON) this process's encoder produces; run where the encoder lives."""
-    return cached_encoder(args).feature_spec(SamplingSpec(fps), dtype=dtype).to_json()
+    """The FeatureSpec (JSON) this process's encoder produces, with ``args.patch_fps``; run where
+    the encoder lives."""
+    return target_spec(args, cached_encoder(args).feature_spec(SamplingSpec(fps), dtype=dtype)).to_json()
+
+
+def target_spec(args: EncoderArgs, spec: FeatureSpec) -> FeatureSpec:
+    """The encoder's ``spec`` as a target with ``args`` stores it: patch tokens on the
+    ``args.patch_fps`` sub-grid (ignored without patch tokens, like ``patch_pool``)."""
+    return with_patch_fps(spec, args.patch_fps) if args.patch_fps is not None else spec
 
 
 def prepare_worker(args: EncoderArgs, decode: DecodeArgs, dtype: str) -> str:
@@ -298,7 +310,7 @@ class _Sink:
         self.index, self.task, self.result, self.done, self.heartbeat = index, task, result, done, heartbeat
         self.store = open_task_store(target.store_path, target.fingerprint)
         self.encoder = cached_encoder(target.encoder)
-        mine = self.encoder.feature_spec(self.store.spec.sampling, dtype=self.store.spec.dtype)
+        mine = target_spec(target.encoder, self.encoder.feature_spec(self.store.spec.sampling, dtype=self.store.spec.dtype))
         if mine.fingerprint() != self.store.fingerprint:
             raise StoreError(
                 f"this worker's encoder produces another spec than the store's ({'; '.join(self.store.spec.diff(mine))}); "
