@@ -22,6 +22,8 @@ class UniformModel(nn.Module):
     """patch (B, N', P, W) + patch_mask -> K uniform frames -> refinement -> logits.
 
     ``patch_mask`` marks the frames it may choose from (SpARC narrows it to causal frames).
+    Outputs ``logits`` (B, C), ``index`` (B, K) and ``feature`` (B, D), the pooled
+    clip-question vector the answer head reads (SiaSamRea's f).
     """
 
     def __init__(self, args: dict[str, Any], dims: dict[str, int]) -> None:
@@ -38,7 +40,7 @@ class UniformModel(nn.Module):
         index = uniform_choice(inputs["patch_mask"], self.k)  # (B, K)
         patches = self.patch_in(gather_frames(inputs["patch"], index))  # (B, K, P, D)
         video = self.refine(patches, inputs["text"])  # (B, D)
-        return {"logits": self.head(video, inputs), "index": index}
+        return {"logits": self.head(video, inputs), "index": index, "feature": video}
 
 
 def data(args: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,8 @@ DEFAULTS = {
 
 
 class VideoDistillModel(nn.Module):
-    """cls (B, N, E), patch (B, N, P, W), text (B, Et) -> logits, selected indices (B, K)."""
+    """cls (B, N, E), patch (B, N, P, W), text (B, Et) -> logits, selected indices (B, K) and
+    ``feature`` (B, D), the question-distilled video vector the answer head reads (SiaSamRea's f)."""
 
     def __init__(self, args: dict[str, Any], dims: dict[str, int]) -> None:
         super().__init__()
@@ -48,7 +49,7 @@ class VideoDistillModel(nn.Module):
         index, st_mask = self.topk(logits)  # (B, K), (B, K, N)
         patches = self.patch_in(select_frames(st_mask, inputs["patch"]))  # (B, K, P, D)
         video = self.refine(patches, text)  # (B, D)
-        return {"logits": self.head(video, inputs), "index": index}
+        return {"logits": self.head(video, inputs), "index": index, "feature": video}
 
 
 def data(args: dict[str, Any]) -> dict[str, Any]:
