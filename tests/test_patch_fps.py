@@ -201,3 +201,41 @@ def test_featurize_with_patch_fps_2(tmp_path: Path, tiny_clip: str) -> None:
     np.testing.assert_array_equal(b.patch, a.patch[expected])  # the same numbers, on the sub-grid
     np.testing.assert_array_equal(patch_frame_rows(sub.video_arrays("clip")), expected)
     assert verify_store(sub, expected_ids=["clip"]).clean and verify_store(full, expected_ids=["clip"]).clean
+
+
+def test_featurize_config_patch_fps(tmp_path: Path, tiny_clip: str) -> None:
+    from vqacache.featurize.config import FeaturizeConfig
+    from vqacache.featurize.pipeline import featurize
+
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "clip.mp4", 80, rate=25)
+    result = featurize(FeaturizeConfig(dataset="folder", data_root=tmp_path / "videos", encoder=tiny_clip, weights="random",
+                                       cache_root=tmp_path / "cache", patch_fps="2", dtype="float32", workers=0))
+    assert result.exit_code == 0 and result.done == 1
+    store = open_store(result.store_path)
+    assert store.spec.outputs.patch_fps == "2/1"
+    v = store.read_video("clip")
+    rows = _brute_force(v.pts, 2.0)
+    assert v.cls.shape[0] == 24 and v.patch.shape[0] == len(rows) == 7
+    np.testing.assert_array_equal(v.patch_pts, v.pts[rows])
+    assert verify_store(store, expected_ids=["clip"]).clean
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--patch-fps", "15"], "--patch-fps 15 is above --fps 7.5"),
+        (["--patch-fps", "0"], "--patch-fps"),
+        (["--patch-fps", "2", "--no-patches"], "--patch-fps needs patch tokens"),
+    ],
+)
+def test_patch_fps_usage_errors_are_one_line_exit_2(tmp_path: Path, demo_root: Path, args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from vqacache.cli.featurize import app
+
+    result = CliRunner().invoke(app, ["--dataset", "demo", "--data-root", str(demo_root), "--encoder", "clip-b16",
+                                      "--weights", "random", "--cache-root", str(tmp_path), "--workers", "0", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) <= 2

@@ -41,6 +41,11 @@ def run(
     split: Annotated[list[str] | None, typer.Option(help="Split(s) to featurize; repeat for several. Default: all.")] = None,
     patches: Annotated[bool, typer.Option(help="Also store patch tokens (T, P, D).")] = True,
     patch_pool: Annotated[int, typer.Option(min=1, help="Average-pool the patch grid by this factor.")] = 1,
+    patch_fps: Annotated[
+        str | None,
+        typer.Option(help="Patch tokens only on the frames nearest j/F (e.g. 2 or 1; CLS stays on every frame); "
+                     "default: every frame. Recorded in the spec (docs/cache-format.md)."),
+    ] = None,
     fps: Annotated[str, typer.Option(help="Sampling rate by presentation time, e.g. 7.5 or 15/2.")] = "7.5",
     short_side: Annotated[int, typer.Option(min=0, help="Resize decoded frames to this short side (0: native).")] = 256,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float16 or float32.")] = "float16",
@@ -136,6 +141,7 @@ def run(
         splits=tuple(split or ()),
         patches=patches,
         patch_pool=patch_pool,
+        patch_fps=patch_fps,
         fps=parse_fps(fps),
         short_side=short_side or None,
         dtype=dtype,

@@ -9,7 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from vqacache.cache_spec import UsageError
+from vqacache.cache_spec import SpecError, UsageError, parse_fps
 from vqacache.featurize.decode import DEFAULT_FPS
 from vqacache.featurize.imageqa.task import DEFAULT_FRAMES, DEFAULT_K
 
@@ -30,6 +30,10 @@ class FeaturizeConfig:
     """Splits to featurize; empty = every split the dataset has on disk."""
     patches: bool = True
     patch_pool: int = 1
+    patch_fps: Fraction | str | float | None = None
+    """``--patch-fps F``: patch tokens only on the frames nearest ``j / F`` (the
+    ``nearest-pts-subgrid-v1`` rule), CLS on every frame; None: patch tokens on every frame.
+    In the spec (``outputs.patch_fps``) only when set. See :func:`patch_fps_of`."""
     fps: Fraction = DEFAULT_FPS
     short_side: int | None = 256
     dtype: str = "float16"
@@ -70,6 +74,23 @@ def encoder_names(value: str) -> list[str]:
     if len(set(names)) != len(names):
         raise UsageError(f"--encoder names an encoder twice: {value!r}")
     return names
+
+
+def patch_fps_of(config: FeaturizeConfig) -> str | None:
+    """``config.patch_fps`` as an exact fraction string (``"2/1"``), checked: positive, at most
+    ``--fps``, and only with patch tokens; None when unset. A mistake is a :class:`UsageError`."""
+    if config.patch_fps is None:
+        return None
+    if not config.patches:
+        raise UsageError("--patch-fps needs patch tokens; drop --no-patches or --patch-fps")
+    try:
+        value = parse_fps(config.patch_fps)
+    except SpecError as exc:
+        raise UsageError(f"--patch-fps: {exc}") from None
+    fps = parse_fps(config.fps)
+    if value > fps:
+        raise UsageError(f"--patch-fps {config.patch_fps} is above --fps {float(fps):g}: patch tokens go on a sub-grid of the sampled frames")
+    return f"{value.numerator}/{value.denominator}"
 
 
 def shard_size(config: FeaturizeConfig, videos: int, workers: int) -> int:

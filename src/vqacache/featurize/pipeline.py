@@ -22,7 +22,7 @@ import time
 import uuid
 
 from vqacache.cache_spec import FeatureSpec, FeatureStore, UsageError, open_store, parse_fps, store_path
-from vqacache.featurize.config import FeaturizeConfig, encoder_names
+from vqacache.featurize.config import FeaturizeConfig, encoder_names, patch_fps_of
 from vqacache.featurize.datasets import (
     QuestionRecord,
     VideoQADataset,
@@ -71,6 +71,7 @@ def featurize(config: FeaturizeConfig, reporter: Reporter | None = None) -> Feat
             patch_pool=config.patch_pool,
             decode_short_side=config.short_side,
             compute_dtype=config.compute_dtype,
+            patch_fps=patch_fps_of(config),
         )
         for name in names
     ]
