@@ -18,6 +18,10 @@ Mutations tried (each made by hand in the code, the suite run, the change revert
    trainable (``requires_grad_(False)`` dropped): fails ``test_teacher_gets_no_gradient``.
 6. ``FrozenT5.option_logits`` reads the decoder's first position (``logits[:, 0]``) instead
    of the letter step: fails ``test_prediction_is_the_argmax_over_the_option_letters``.
+7. ``L = L_task - w L_distill`` (wrong sign): survived the first version of this module;
+   ``test_total_loss_is_the_task_loss_plus_the_weighted_distillation`` now fails on it.
+
+(Mutations 1-5 also fail the model-level tests that run a whole training step.)
 """
 
 from __future__ import annotations
@@ -202,6 +206,25 @@ def test_teacher_gets_no_gradient(store_path: Path) -> None:
     assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
     assert model.prompter is not None and model.prompter.w1.weight.grad is not None
     assert model.distiller.decoder.fc.weight.grad is not None
+
+
+def test_total_loss_is_the_task_loss_plus_the_weighted_distillation(store_path: Path) -> None:
+    args, dims, batch = _setup(store_path, w_distill=0.25)
+    model = VlapModel(args, dims).eval()  # no dropout, noise-free Prompter: two passes agree
+    with torch.no_grad():
+        loss, logs = get_method("vlap").loss(model, {**batch, "train_step": TrainStep(5, 10)}, args)
+        out = model(batch, tau=0.1)
+        l_task = model.llm.loss(out["student"], out["prompts"], batch["answer"].tolist())
+        l_distill = ((model.distiller.decoder(out["student"]) - out["teacher"]) ** 2).mean()
+    assert math.isclose(logs["l_task"], float(l_task), rel_tol=1e-5)
+    assert math.isclose(logs["l_distill"], float(l_distill), rel_tol=1e-5)
+    assert math.isclose(float(loss), float(l_task) + 0.25 * float(l_distill), rel_tol=1e-5)
+    args_u, dims_u, batch_u = _setup(store_path, recipe="uniform", num_frames=K)
+    model_u = VlapModel(args_u, dims_u).eval()
+    assert model_u.distiller is None and model_u.teacher is None and model_u.prompter is None
+    with torch.no_grad():
+        loss_u, logs_u = get_method("vlap").loss(model_u, batch_u, args_u)
+    assert logs_u["l_distill"] == 0.0 and math.isclose(float(loss_u), logs_u["l_task"], rel_tol=1e-6)
 
 
 def test_llm_unchanged_after_a_step_while_the_trained_parts_change(store_path: Path) -> None:
