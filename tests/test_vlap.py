@@ -269,6 +269,56 @@ def test_prediction_is_the_argmax_over_the_option_letters(store_path: Path) -> N
             assert int(logits[b].argmax()) == int(full[letters[:n]].argmax())
 
 
+@pytest.fixture(scope="module")
+def instructblip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny InstructBLIP (Flan-T5) save_pretrained folder with its two tokenizers."""
+    from transformers import InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipVisionConfig
+
+    from vqacache.heads.modules.blip2_family import tiny_configs
+    from vqacache.heads.modules.word_tokenizer import word_tokenizer, word_vocab
+
+    folder = tmp_path_factory.mktemp("instructblip")
+    words = word_vocab([build_prompt("what is shown with marker 0?", ["concept 1"]), *(f"Option {chr(65 + i)}" for i in range(26))])
+    qtok, ttok = word_tokenizer(words, "bert"), word_tokenizer(words, "t5")
+    qcfg, tcfg = tiny_configs(W, len(qtok), len(ttok))
+    vcfg = InstructBlipVisionConfig(hidden_size=W, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                    image_size=32, patch_size=16)
+    cfg = InstructBlipConfig(vision_config=vcfg.to_dict(), qformer_config=qcfg.to_dict(), text_config=tcfg.to_dict(),
+                             num_query_tokens=32)
+    torch.manual_seed(0)
+    model = InstructBlipForConditionalGeneration(cfg)
+    with torch.no_grad():
+        model.vision_model.post_layernorm.weight.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
+    ttok.save_pretrained(folder)
+    qtok.save_pretrained(folder / "qformer_tokenizer")
+    return folder
+
+
+def test_a_checkpoint_with_another_vision_trunk_is_refused(store_path: Path, instructblip_dir: Path) -> None:
+    from transformers import InstructBlipForConditionalGeneration
+
+    from vqacache.cache_spec.errors import SpecMismatch
+    from vqacache.cache_spec.token_norm import trunk_digest
+    from vqacache.heads.modules.blip2_family import directory_sha256
+
+    ib = InstructBlipForConditionalGeneration.from_pretrained(instructblip_dir)
+    digest = trunk_digest({k: v.numpy() for k, v in ib.vision_model.state_dict().items()})
+    args, dims, batch = _setup(store_path)
+    args = {**args, "weights": str(instructblip_dir), "size": "checkpoint", "vocab": None,
+            "weights_identity": f"sha256:{directory_sha256(instructblip_dir)}"}
+    norm = {"kind": "affine-free", "gamma": None, "beta": None, "eps": 1e-6}
+    with pytest.raises(SpecMismatch) as err:
+        VlapModel({**args, "store_token_norm": {**norm, "trunk_sha256": "0" * 64}}, dims)
+    assert "vision trunk" in str(err.value) and "\n" not in str(err.value)
+    model = VlapModel({**args, "store_token_norm": {**norm, "trunk_sha256": digest}}, dims)
+    torch.testing.assert_close(model.vision_ln.gamma.detach(), ib.vision_model.post_layernorm.weight.detach())
+    assert model.vision_ln.gamma.requires_grad
+    with pytest.raises(SpecMismatch):  # the folder changed since the run recorded it
+        VlapModel({**args, "weights_identity": "sha256:" + "1" * 64,
+                   "store_token_norm": {**norm, "trunk_sha256": digest}}, dims)
+
+
 # -- data --------------------------------------------------------------------------------------------
 
 

@@ -19,7 +19,8 @@ the digest of the checkpoint's frozen vision trunk and the weights' identity.
   text, :mod:`.word_tokenizer`); seeded, so a rebuild gives the same weights. Identity
   ``random:<seed>``; no trunk digest (nothing to compare).
 
-The vision tower's weights are read only to hash its trunk (every tensor but
+Checkpoints load in float32 (the trained parts need it for AdamW; bf16 autocast on CUDA
+speeds the forward passes). The vision tower's weights are read only to hash its trunk (every tensor but
 ``post_layernorm.*``, as float32, with ``vqacache.cache_spec.token_norm.trunk_digest`` when
 that module exists) and then dropped: the tokens come from the cache.
 """
@@ -137,7 +138,7 @@ def _checkpoint_parts(folder: Path, identity: str) -> Blip2Parts:
     from transformers import AutoTokenizer, InstructBlipForConditionalGeneration
 
     try:
-        model = InstructBlipForConditionalGeneration.from_pretrained(folder, local_files_only=True)
+        model = InstructBlipForConditionalGeneration.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
         llm_tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, truncation_side="left")
         q_tok = AutoTokenizer.from_pretrained(folder, subfolder="qformer_tokenizer", local_files_only=True,
                                               truncation_side="left")

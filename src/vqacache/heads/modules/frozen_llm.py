@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vqacache.cache_spec.errors import UsageError
+
 LETTERS = string.ascii_uppercase
 INSTRUCTION = "Considering the information presented in the frame, select the correct answer from the options."
 
@@ -48,8 +50,8 @@ def target_text(answer: int) -> str:
 def letter_step(tokenizer: Any, n_letters: int = len(LETTERS)) -> tuple[list[int], list[int]]:
     """(common prefix ids of the targets ``Option A``.. , the letter ids at the step after it).
 
-    Raises ValueError when the tokenizer does not give the targets one distinct token each
-    at that step (the letters could not be scored from one step)."""
+    Raises :class:`UsageError` when the tokenizer does not give the targets one distinct token
+    each at that step (the letters could not be scored from one step)."""
     targets = [tokenizer(target_text(i), add_special_tokens=False)["input_ids"] for i in range(n_letters)]
     prefix: list[int] = []
     for ids in zip(*targets):
@@ -59,7 +61,7 @@ def letter_step(tokenizer: Any, n_letters: int = len(LETTERS)) -> tuple[list[int
     p = len(prefix)
     letters = [t[p] if len(t) > p else -1 for t in targets]
     if -1 in letters or len(set(letters)) != n_letters:
-        raise ValueError("the tokenizer does not give each option letter its own token after 'Option'")
+        raise UsageError("the LLM's tokenizer does not give each option letter A-Z its own token after 'Option'")
     return prefix, letters
 
 
