@@ -376,3 +376,17 @@ def test_cli_trains_vlap_end_to_end(store_path: Path, tmp_path: Path) -> None:
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["model_args"]["weights_identity"] == "random:0"
     assert not any(k.startswith("llm.") for k in ckpt["model"])
+
+
+def test_resumed_run_reproduces_the_uninterrupted_losses(store_path: Path, tmp_path: Path) -> None:
+    from vqacache.heads.train import TrainConfig, train
+
+    def config(out: Path, **kw: Any) -> TrainConfig:
+        return TrainConfig(method="vlap", store=str(store_path), out=str(out), epochs=2, batch_size=4, lr=1e-3,
+                           args=dict(TINY), **kw)
+
+    whole = train(config(tmp_path / "whole"))
+    train(config(tmp_path / "cut", stop_after=1))
+    resumed = train(config(tmp_path / "cut", resume=True))
+    assert resumed["epoch"] == 1
+    assert resumed["losses"] == pytest.approx(whole["losses"], rel=1e-5)
