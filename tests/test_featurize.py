@@ -205,3 +205,16 @@ def test_repeat_expander_across_chunks():
     assert c["x"].flatten().tolist() == [3]
     with pytest.raises(ValueError):
         RepeatExpander().expand(unique_a, np.array([True, False]))
+
+
+def test_info_shows_long_spec_strings_by_their_start_and_length():
+    """``vqa-cache info`` prints vitg's base64 gamma/beta (about 7,500 characters each) as a start
+    and a length; short values and the structure are untouched."""
+    from vqacache.cli.cache import _elide_long
+
+    long = "A" * 7508
+    shown = _elide_long({"extra": {"token_norm": {"gamma": long, "eps": 1e-6, "kind": "affine-free"}},
+                         "list": [long, "x"]})
+    assert shown == {"extra": {"token_norm": {"gamma": "A" * 24 + "... (7508 characters)", "eps": 1e-6,
+                                              "kind": "affine-free"}},
+                     "list": ["A" * 24 + "... (7508 characters)", "x"]}

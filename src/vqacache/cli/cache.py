@@ -60,7 +60,7 @@ def info(store: Annotated[Path, typer.Argument(help="Path of a .zarr store.")]) 
         f"questions {s['questions']}; {_size(s['bytes'])} on disk; created {s['created']}"
     )
     console.print("spec:")
-    console.print_json(json.dumps(st.spec.to_dict()))
+    console.print_json(json.dumps(_elide_long(st.spec.to_dict())))
     console.print("environment: " + ", ".join(f"{k} {v}" for k, v in st.meta.get("environment", {}).items()),
                   markup=False)
     versions = st.video_versions_summary()
@@ -85,6 +85,18 @@ def info(store: Annotated[Path, typer.Argument(help="Path of a .zarr store.")]) 
         console.print(f"runs ({len(runs)}, last 5):")
         for run in runs[-5:]:
             console.print(f"  {_run_line(run)}", markup=False, highlight=False)
+
+
+def _elide_long(value: object, limit: int = 80) -> object:
+    """The spec for reading: strings longer than ``limit`` (``vitg``'s LayerNorm gamma and beta,
+    base64 of 1408 floats each) shown as their start and length; the store keeps them whole."""
+    if isinstance(value, dict):
+        return {k: _elide_long(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_elide_long(v, limit) for v in value]
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:24]}... ({len(value)} characters)"
+    return value
 
 
 def _run_line(run: dict) -> str:
