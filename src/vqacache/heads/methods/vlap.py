@@ -16,6 +16,8 @@ method's own **vision LayerNorm** (trainable, initialised from the checkpoint's
 * ``uniform``: K frames (the segments' middles at evaluation, random inside at training), no
   distiller: the BLIP-2 / InstructBLIP baseline.
 * ``distill``: the K segments' middle frames of the T + the distiller.
+* ``prompter``: the Frame-Prompter's K frames without the distiller (an ablation the paper's
+  Table 4 does not list; the diagnostic's Prompter-4 arm).
 * ``teacher``: all T frames through the Q-Former, task loss only; its checkpoint is the
   teacher of a later ``vlap`` run (``teacher_checkpoint=RUN/checkpoints/best.pt``).
 
@@ -77,7 +79,9 @@ from vqacache.heads.modules.frozen_llm import LETTERS, FrozenT5, build_prompt, t
 from vqacache.heads.modules.qformer_distiller import QFormerDistiller
 from vqacache.heads.modules.word_tokenizer import word_vocab
 
-RECIPES = ("vlap", "uniform", "distill", "prompter-distill", "teacher")
+RECIPES = ("vlap", "uniform", "distill", "prompter", "prompter-distill", "teacher")
+PROMPTER_RECIPES = ("vlap", "prompter", "prompter-distill")
+DISTILL_RECIPES = ("vlap", "distill", "prompter-distill")
 TEACHERS = ("separate", "shared")
 DEFAULTS: dict[str, Any] = {
     "recipe": "vlap", "num_frames": 32, "num_select": 4, "weights": DEFAULT_WEIGHTS, "size": "checkpoint",
@@ -134,7 +138,7 @@ def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
                      "(exact for affine-free tokens; identity-initialised on tokens taken as the checkpoint's LN output)")
     if extra["store_token_norm"] is not None and extra["store_token_norm"]["trunk_sha256"] is None:
         notes.append("vision trunk check skipped: the store records no trunk digest")
-    if args["recipe"] in ("vlap", "distill", "prompter-distill") and args["teacher"] == "separate":
+    if args["recipe"] in DISTILL_RECIPES and args["teacher"] == "separate":
         if args["teacher_checkpoint"]:
             extra["teacher_identity"] = _teacher_identity(args["teacher_checkpoint"])
         else:
@@ -233,12 +237,12 @@ class VlapModel(nn.Module):
         self.llm = FrozenT5(parts.llm, parts.llm_tokenizer, args["max_prompt_len"])
         n_tokens = 1 + dims["num_patches"]
         self.prompter = None
-        if self.recipe in ("vlap", "prompter-distill"):
+        if self.recipe in PROMPTER_RECIPES:
             self.prompter = FramePrompter(self.T, self.K, n_tokens, dims["text_dim"] if args["question_aware"] else 0,
                                           args["eval_noise"])
         self.distiller = self.teacher = self.teacher_ln = None
         self.shared_teacher = args["teacher"] == "shared"
-        if self.recipe in ("vlap", "distill", "prompter-distill"):
+        if self.recipe in DISTILL_RECIPES:
             Q, d = self.student.num_queries, self.llm.width
             self.distiller = QFormerDistiller(Q * self.K, Q * self.T, d, args["distill_norm"])
             self.teacher = self._build_teacher(args, parts)
