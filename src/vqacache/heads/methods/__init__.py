@@ -5,7 +5,9 @@
 * ``sparc`` (:mod:`.sparc`): SpARC's guided/consistency/spatial-distillation losses and
   Temporal Guided Mixup around ``--backbone uniform|videodistill``;
 * ``vlap`` (:mod:`.vlap`): Frame-Prompter, InstructBLIP Q-Former + frozen Flan-T5 and the
-  QFormer-Distiller on cached ViT-g tokens (recipes of the paper's ablations).
+  QFormer-Distiller on cached ViT-g tokens (recipes of the paper's ablations);
+* ``siasamrea`` (:mod:`.siasamrea`): siamese clips, siamese knowledge generation and reasoning
+  (soft labels) around ``--method-arg backbone=uniform|videodistill``; anchor-only inference.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from vqacache.cache_spec.errors import UnknownName, UsageError
-from vqacache.heads.methods import sparc, uniform, videodistill, vlap
+from vqacache.heads.methods import siasamrea, sparc, uniform, videodistill, vlap
 from vqacache.heads.methods.common import Method
 
-METHODS: dict[str, Method] = {m.name: m for m in (uniform.METHOD, videodistill.METHOD, sparc.METHOD, vlap.METHOD)}
+METHODS: dict[str, Method] = {
+    m.name: m for m in (uniform.METHOD, videodistill.METHOD, sparc.METHOD, vlap.METHOD, siasamrea.METHOD)
+}
 
 
 def get_method(name: str) -> Method:
