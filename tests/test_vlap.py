@@ -390,3 +390,30 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(store_path: Path, tmp_p
     resumed = train(config(tmp_path / "cut", resume=True))
     assert resumed["epoch"] == 1
     assert resumed["losses"] == pytest.approx(whole["losses"], rel=1e-5)
+
+
+def test_a_vision_only_store_without_sentence_vectors_trains(tmp_path: Path) -> None:
+    """vitg stores' question bundles hold the strings only: vlap needs nothing else (question_aware does)."""
+    import numpy as np
+
+    from vqacache.cache_spec import open_store
+    from vqacache.heads.synthetic import synthetic_spec
+    from vqacache.heads.train import TrainConfig, train
+
+    path = tmp_path / "vision-only.zarr"
+    store = open_store(path, "a", spec=synthetic_spec(seed=1, vision_only=True), dataset="synthetic-vision-only")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for c in range(n):
+            vid = f"{split}{c}"
+            with store.write_video(vid, {}) as w:
+                w.append(cls=rng.standard_normal((12, W)), patch=rng.standard_normal((12, P, W)),
+                         pts=np.arange(12) / 7.5, src_index=np.arange(12), is_repeat=np.zeros(12, bool))
+            store.write_questions(split, vid, [{"qid": f"{vid}_q", "question": "what colour?", "candidates":
+                                                ["red", "blue", "green"], "answer": c % 3, "qtype": "colour"}], {})
+    m = train(TrainConfig(method="vlap", store=str(path), out=str(tmp_path / "run"), epochs=1, batch_size=2,
+                          args=dict(TINY)))
+    assert m["epoch"] == 0
+    with pytest.raises(UsageError, match="sentence vectors"):
+        train(TrainConfig(method="vlap", store=str(path), out=str(tmp_path / "qa"), epochs=1,
+                          args={**TINY, "question_aware": True}))

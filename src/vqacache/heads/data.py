@@ -61,7 +61,9 @@ clip with fewer than T frames repeats frames (parts share a frame), since the Fr
 needs exactly T = K S frames. The draw uses torch's global RNG (restored on resume; seeded
 per DataLoader worker). Each sample also carries the question's text ``question`` (str) and
 ``candidates`` (list of str) from the question bundle's metadata, for methods that tokenize
-text themselves. ``InMemory`` datasets read each sample once, so their draw is fixed.
+text themselves. ``InMemory`` datasets read each sample once, so their draw is fixed. A
+vision-only store's question bundles (``vitg``: strings, no sentence vectors) give ``text``
+(0,) and no ``cand`` in this mode.
 """
 
 from __future__ import annotations
@@ -307,16 +309,20 @@ class QADataset(Dataset):
             idx = frame_indices(pts, self.num_frames, ref.start, ref.end)  # (n,)
         cls = np.asarray(arrays["cls"].get_orthogonal_selection((idx, slice(None))), dtype=np.float32)
         group = self._bundle("text", ref.split_key, ref.bundle_key)
+        if "text" in group or self.patch_frames != "segments":
+            text = np.asarray(group["text"][ref.row], dtype=np.float32)  # (E,)
+        else:  # a vision-only store's bundles (vitg) hold the questions' strings, no vectors
+            text = np.zeros(0, np.float32)
         item: dict[str, Any] = {
             "index": i,
             "qid": ref.qid,
             "video_id": ref.video_id,
             "qtype": ref.qtype or "",
             "cls": torch.from_numpy(cls),  # (n, E)
-            "text": torch.from_numpy(np.asarray(group["text"][ref.row], dtype=np.float32)),  # (E,)
+            "text": torch.from_numpy(text),  # (E,)
             "answer": self._label(ref),
         }
-        if ref.n_candidates:
+        if ref.n_candidates and ("cand" in group or self.patch_frames != "segments"):
             cand = group["cand"][ref.row, : ref.n_candidates]
             item["cand"] = torch.from_numpy(np.asarray(cand, dtype=np.float32))  # (C, E)
         if self.patch_frames == "segments":

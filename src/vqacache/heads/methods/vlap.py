@@ -237,6 +237,9 @@ class VlapModel(nn.Module):
         self.llm = FrozenT5(parts.llm, parts.llm_tokenizer, args["max_prompt_len"])
         n_tokens = 1 + dims["num_patches"]
         self.prompter = None
+        if args["question_aware"] and not dims["text_dim"]:
+            raise UsageError("question_aware needs the questions' sentence vectors; this text store has none (a "
+                             "vision-only store): take the text from a CLIP store of the dataset (--store text=PATH)")
         if self.recipe in PROMPTER_RECIPES:
             self.prompter = FramePrompter(self.T, self.K, n_tokens, dims["text_dim"] if args["question_aware"] else 0,
                                           args["eval_noise"])
