@@ -1,0 +1,229 @@
+"""MCG (issue 14): its components against independent recomputations, and the method.
+
+Mutations tried (each made by hand in the source, the tests run, then reverted):
+
+* ICL logits' axes swapped in ``info_nce`` (``logits.t()`` for both directions):
+  ``test_icl_is_eq_1_to_3_against_a_loop`` fails.
+* alpha dropped (uniform word weights) in ``token_contrast``:
+  ``test_tcl_is_eq_4_to_7_against_a_loop`` fails.
+* the decoder fed the answer shifted wrongly (targets ``ids[:, :-1]``, or logits not shifted) in
+  ``lm_loss``: ``test_teacher_forcing_loss_equals_the_decoders_own_loss`` fails.
+* the quantile clip at 20%/80% instead of 10%/90%: ``test_saliency_weights_by_hand`` fails.
+* the hard negative allowed to be the positive (diagonal not masked):
+  ``test_hard_negatives_are_never_the_positive_and_follow_the_similarity`` fails.
+* patches taken from the last frame instead of averaged over time in the adapter:
+  ``test_adapter_averages_patches_over_time`` fails.
+(see the report of issue 14 for the runs.)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vqacache.cache_spec.errors import UnknownName, UsageError
+from vqacache.heads.modules.answer_decoder import beam_search, lm_loss
+from vqacache.heads.modules.bert_family import load_text_parts
+from vqacache.heads.modules.instance_contrast import InstanceContrast, info_nce
+from vqacache.heads.modules.space_time_attention import DividedAttention
+from vqacache.heads.modules.temporal_adapter import TemporalAdapter, cls_attention
+from vqacache.heads.modules.token_contrast import pool_words, saliency, token_contrast, word_index
+from vqacache.heads.modules.video_text_matching import hard_negatives, matching_loss
+
+# -- ICL (eq. 1-3) ---------------------------------------------------------------------------------
+
+
+def test_icl_is_eq_1_to_3_against_a_loop() -> None:
+    torch.manual_seed(0)
+    icl = InstanceContrast(6, 5, proj_dim=4)
+    x, y = torch.randn(5, 6), torch.randn(5, 5)
+    loss, sim = icl(x, y)
+    icl.requires_grad_(False)
+    gx = [icl.video_proj(x[i]) / icl.video_proj(x[i]).norm() for i in range(5)]
+    gy = [icl.text_proj(y[j]) / icl.text_proj(y[j]).norm() for j in range(5)]
+    tau = 0.07
+    total = 0.0
+    for i in range(5):
+        s = lambda a, b: float(gx[a] @ gy[b]) / tau  # noqa: E731  sim(X_a, Y_b) / tau_1
+        x2y = -math.log(math.exp(s(i, i)) / sum(math.exp(s(i, j)) for j in range(5)))
+        y2x = -math.log(math.exp(s(i, i)) / sum(math.exp(s(j, i)) for j in range(5)))
+        total += x2y + y2x
+    assert float(loss) == pytest.approx(total / 10, rel=1e-5)
+    assert float(sim[1, 3]) == pytest.approx(float(gx[1] @ gy[3]), rel=1e-5)
+
+
+def test_icl_temperature_starts_at_007_and_is_clamped() -> None:
+    icl = InstanceContrast(4, 4)
+    assert float(icl.temperature()) == pytest.approx(0.07)
+    with torch.no_grad():
+        icl.temp.fill_(3.0)
+    assert float(icl.temperature()) == pytest.approx(0.5) and float(icl.temp) == pytest.approx(0.5)
+    with torch.no_grad():
+        icl.temp.fill_(1e-6)
+    assert float(icl.temperature()) == pytest.approx(0.001)
+    x, y = torch.randn(3, 4), torch.randn(3, 4)
+    loss, _ = icl(x, y)
+    loss.backward()
+    assert icl.temp.grad is not None and float(icl.temp.grad) != 0.0  # still learnable
+
+
+# -- TCL (eq. 4-7) and the saliency weights ------------------------------------------------------------
+
+
+def test_word_pieces_are_summed_into_words() -> None:
+    toks = ["[CLS]", "play", "##ing", "a", "gui", "##tar", "[SEP]", "[PAD]"]
+    idx = word_index(toks, {"[CLS]", "[SEP]", "[PAD]"})
+    assert idx == [-1, 0, 0, 1, 2, 2, -1, -1]
+    emb = torch.arange(8, dtype=torch.float32)[None, :, None].expand(1, 8, 2)  # token l has value l
+    attn = torch.tensor([[0.3, 0.1, 0.05, 0.2, 0.1, 0.15, 0.1, 0.0]])
+    words, wattn, mask = pool_words(emb, attn, torch.tensor([idx]))
+    assert words[0, :, 0].tolist() == [1 + 2, 3, 4 + 5]
+    assert wattn[0].tolist() == pytest.approx([0.15, 0.2, 0.25])
+    assert mask.tolist() == [[True, True, True]]
+
+
+def test_saliency_weights_by_hand() -> None:
+    raw = torch.tensor([[5.0, 1.0, 3.0, 2.0, 4.0, 9.0], [0.2, 0.6, 0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, True, True, False], [True, True, False, False, False, False]])
+    w = saliency(raw, mask)
+    # row 0: valid 5,1,3,2,4 -> 10% quantile 1 + 0.4 = 1.4, 90% 4 + 0.6 = 4.6 -> 4.6,1.4,3,2,4 / 15
+    assert w[0].tolist() == pytest.approx([4.6 / 15, 1.4 / 15, 3 / 15, 2 / 15, 4 / 15, 0.0])
+    # row 1: 0.2, 0.6 -> quantiles 0.24, 0.56 -> 0.24, 0.56 / 0.8
+    assert w[1].tolist() == pytest.approx([0.3, 0.7, 0, 0, 0, 0])
+
+
+def _direction_loop(q: torch.Tensor, k: torch.Tensor, qm: torch.Tensor, km: torch.Tensor, w: torch.Tensor) -> float:
+    total = 0.0
+    for b in range(q.shape[0]):
+        qs = [q[b, n] for n in range(q.shape[1]) if qm[b, n]]
+        ks = [k[b, m] for m in range(k.shape[1]) if km[b, m]]
+        ws = [float(w[b, n]) for n in range(q.shape[1]) if qm[b, n]]
+        resp = []
+        for qn in qs:  # eq. 4 (released code): attention over the keys at temperature 0.1
+            a = torch.tensor([float(qn @ km_) / 0.1 for km_ in ks]).softmax(0)
+            r = sum(a[m] * ks[m] for m in range(len(ks)))
+            resp.append(r / r.norm())
+        sim = lambda i, j: float(qs[i] @ resp[j]) / 0.1  # noqa: E731
+        for i in range(len(qs)):  # eq. 5: row and column, weighted
+            y2r = -math.log(math.exp(sim(i, i)) / sum(math.exp(sim(i, j)) for j in range(len(qs))))
+            r2y = -math.log(math.exp(sim(i, i)) / sum(math.exp(sim(j, i)) for j in range(len(qs))))
+            total += ws[i] * (y2r + r2y) / 2
+    return total / q.shape[0]
+
+
+def test_tcl_is_eq_4_to_7_against_a_loop() -> None:
+    torch.manual_seed(1)
+    words = F.normalize(torch.randn(2, 4, 6), dim=-1)
+    patches = F.normalize(torch.randn(2, 5, 6), dim=-1)
+    wmask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    alpha = saliency(torch.rand(2, 4), wmask)
+    beta = saliency(torch.rand(2, 5), torch.ones(2, 5, dtype=torch.bool))
+    got = float(token_contrast(words, patches, wmask, alpha, beta))
+    pm = torch.ones(2, 5, dtype=torch.bool)
+    expect = (_direction_loop(words, patches, wmask, pm, alpha) + _direction_loop(patches, words, pm, wmask, beta)) / 2
+    assert got == pytest.approx(expect, rel=1e-4)
+
+
+# -- VTM (eq. 9) -----------------------------------------------------------------------------------------
+
+
+def test_hard_negatives_are_never_the_positive_and_follow_the_similarity() -> None:
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(6, 6) + 20 * torch.eye(6)  # positives by far the most similar
+    for _ in range(20):
+        nt, nv = hard_negatives(sim, g)
+        assert (nt != torch.arange(6)).all() and (nv != torch.arange(6)).all()
+    planted = torch.zeros(4, 4)
+    planted[0, 2] = planted[1, 3] = planted[2, 0] = planted[3, 1] = 30.0  # the hardest text of each video
+    nt, nv = hard_negatives(planted, g)
+    assert nt.tolist() == [2, 3, 0, 1] and nv.tolist() == [2, 3, 0, 1]
+    assert hard_negatives(torch.zeros(1, 1))[0].numel() == 0
+    pos, neg = torch.randn(3, 2), torch.randn(6, 2)
+    expect = -(sum(F.log_softmax(pos[i], 0)[1] for i in range(3)) + sum(F.log_softmax(neg[i], 0)[0] for i in range(6))) / 9
+    assert float(matching_loss(pos, neg)) == pytest.approx(float(expect), rel=1e-5)
+
+
+# -- the temporal adapter ------------------------------------------------------------------------------
+
+
+def test_adapter_averages_patches_over_time() -> None:
+    torch.manual_seed(0)
+    ad = TemporalAdapter(in_dim=6, dim=8, num_frames=3, num_patches=4, num_layers=1, num_heads=2).eval()
+    patch = torch.randn(2, 3, 4, 6)
+    out = ad(patch)
+    assert out.tokens.shape == (2, 5, 8) and out.beta.shape == (2, 4)
+    # recompute the output tokens by hand from the block's pieces
+    x = ad.proj(patch) + ad.space_pos[None, None] + ad.time_pos[None, :, None]
+    x = torch.cat([ad.cls.expand(2, -1, -1), x.flatten(1, 2)], 1)
+    blk = ad.blocks[0]
+    x = x + blk.time(blk.norm_t(x), 3)
+    x = x + blk.space(blk.norm_s(x), 3)
+    x = ad.norm(x + blk.mlp(blk.norm_m(x)))
+    assert torch.allclose(out.tokens[:, 0], x[:, 0], atol=1e-5)
+    assert torch.allclose(out.tokens[:, 1:], x[:, 1:].view(2, 3, 4, 8).mean(1), atol=1e-5)
+    assert float(out.beta.sum(1).max()) <= 1.0 + 1e-6 and float(out.beta.min()) > 0
+
+
+def test_cls_attention_is_the_weights_the_attention_uses() -> None:
+    torch.manual_seed(0)
+    attn = DividedAttention(8, 1, "space")
+    x = torch.randn(2, 1 + 2 * 3, 8)
+    a = cls_attention(attn, x)  # (B, M)
+    _, _, v = attn.qkv(x).chunk(3, dim=-1)
+    assert torch.allclose(attn(x, 2)[:, 0], attn.proj((a[:, :, None] * v).sum(1)), atol=1e-5)
+    assert torch.allclose(a.sum(1), torch.ones(2))
+
+
+# -- the answer decoder (eq. 10) ---------------------------------------------------------------------------
+
+
+VOCAB = ["what", "colour", "is", "the", "shape", "red", "blue", "green", "circle", "square", "a"]
+
+
+def test_teacher_forcing_loss_equals_the_decoders_own_loss() -> None:
+    parts = load_text_parts("random", size="tiny", vocab=VOCAB)
+    ids = parts.tokenizer(["red circle", "blue", "green square a"], padding="longest", return_tensors="pt")
+    tok, mask = ids["input_ids"].clone(), ids["attention_mask"]
+    tok[:, 0] = parts.gen_id
+    states = torch.randn(3, 5, 32)
+    smask = torch.ones(3, 5, dtype=torch.long)
+    out = parts.decoder(input_ids=tok, attention_mask=mask, encoder_hidden_states=states,
+                        encoder_attention_mask=smask, labels=tok.masked_fill(mask == 0, -100), reduction="none")
+    ours = lm_loss(out.logits, tok, mask)
+    assert float(ours) == pytest.approx(float(out.loss.mean()), rel=1e-5)
+    assert parts.decoder.config.label_smoothing == 0.1
+
+
+def test_beam_search_returns_the_argmax_sequence_of_a_planted_decoder() -> None:
+    # tokens: 0 bos, 1 eos, 2 a, 3 b, 4 c. Greedy takes "a" (0.5) then flat; the best sequence is "b c".
+    table = {(0,): [0, 0.05, 0.5, 0.45, 0.0], (0, 2): [0, 0.3, 0.35, 0.35, 0.0], (0, 3): [0, 0.0, 0.0, 0.0, 1.0],
+             (0, 3, 4): [0, 1.0, 0, 0, 0]}
+
+    def probs(prefix: tuple[int, ...]) -> list[float]:
+        return table.get(prefix, [0, 0.6, 0.2, 0.2, 0.0])
+
+    def step(ids: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([probs(tuple(r)) for r in ids.tolist()]).clamp_min(1e-12).log()
+
+    def score(seq: list[int]) -> float:  # plain log-probability of seq + eos
+        s, prefix = 0.0, (0,)
+        for t in [*seq, 1]:
+            s += math.log(max(probs(prefix)[t], 1e-12))
+            prefix = (*prefix, t)
+        return s
+
+    import itertools
+
+    every = [list(s) for n in range(1, 4) for s in itertools.product([2, 3, 4], repeat=n)]
+    best = max(every, key=score)
+    assert best == [3, 4]
+    assert beam_search(step, 0, 1, num_beams=3, max_length=10, length_penalty=0.0) == best
+    assert beam_search(step, 0, 1, num_beams=3, max_length=10) == [3, 4]
+    assert beam_search(step, 0, 1, num_beams=1, max_length=10, length_penalty=0.0) != best  # greedy misses it
+    assert len(beam_search(lambda ids: torch.tensor([[0, 0.0, 1, 0, 0]] * len(ids)).clamp_min(1e-12).log(),
+                           0, 1, max_length=10)) == 9  # never ends: 10 tokens with bos
