@@ -417,3 +417,23 @@ def test_a_vision_only_store_without_sentence_vectors_trains(tmp_path: Path) -> 
     with pytest.raises(UsageError, match="sentence vectors"):
         train(TrainConfig(method="vlap", store=str(path), out=str(tmp_path / "qa"), epochs=1,
                           args={**TINY, "question_aware": True}))
+
+
+def test_the_separate_teacher_loads_a_teacher_runs_checkpoint(store_path: Path, tmp_path: Path) -> None:
+    from vqacache.heads.train import TrainConfig, train
+
+    train(TrainConfig(method="vlap", store=str(store_path), out=str(tmp_path / "t"), epochs=1, batch_size=4, lr=1e-2,
+                      args={**TINY, "recipe": "teacher"}))
+    teacher_ckpt = tmp_path / "t" / "checkpoints" / "last.pt"
+    args, dims, _ = _setup(store_path, teacher_checkpoint=str(teacher_ckpt))
+    assert args["teacher_identity"].startswith("sha256:")
+    model = VlapModel(args, dims)
+    saved = torch.load(teacher_ckpt, weights_only=True)["model"]
+    for name, value in model.teacher.qformer.state_dict().items():
+        torch.testing.assert_close(value, saved[f"student.{name}"])
+    assert not torch.equal(model.teacher.qformer.query_tokens, model.student.query_tokens)  # trained, not the init
+    with pytest.raises(UsageError, match="recipe=teacher"):  # a vlap run's checkpoint is not a teacher
+        train(TrainConfig(method="vlap", store=str(store_path), out=str(tmp_path / "s"), epochs=1, batch_size=4,
+                          args=dict(TINY)))
+        VlapModel({**args, "teacher_checkpoint": str(tmp_path / "s" / "checkpoints" / "last.pt"),
+                   "teacher_identity": None}, dims)

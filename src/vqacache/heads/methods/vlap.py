@@ -64,6 +64,7 @@ Prompter's first layer. Multiple-choice datasets only.
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
 import torch
@@ -149,10 +150,15 @@ def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
 
 
 def _teacher_identity(path: str) -> str:
-    import hashlib
-
-    with open(path, "rb") as f:
-        return "sha256:" + hashlib.sha256(f.read()).hexdigest()
+    """``sha256:<hex>`` of a teacher checkpoint file."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise UsageError(f"teacher_checkpoint {path}: {exc.strerror or type(exc).__name__}") from None
+    return "sha256:" + digest.hexdigest()
 
 
 # -- the model -----------------------------------------------------------------------------------
