@@ -44,7 +44,13 @@ from vqacache.cache_spec.errors import UnknownName
 from vqacache.heads.methods import uniform, videodistill
 from vqacache.heads.methods.common import Method, answer_loss, gather_frames, plain_predict, soft_cross_entropy
 from vqacache.heads.modules.siamese_knowledge import SiameseKnowledgeReasoning, average_affinity, siamese_affinity
-from vqacache.heads.modules.siamese_sampling import eval_anchor_clip, siamese_clips
+from vqacache.heads.modules.siamese_sampling import (
+    EVAL_ANCHORS,
+    OFFSET_UNITS,
+    SIAMESE_MODES,
+    eval_anchor_clip,
+    siamese_clips,
+)
 
 
 class Backbone(NamedTuple):
@@ -135,9 +141,16 @@ class SiaSamReaModel(nn.Module):
         return {"logits": out["logits"][:, 0], "feature": out["feature"][:, 0], "index": index}
 
 
+CHOICES = (
+    (AFFINITIES, "reasoning"), (MC_LOSSES, "mc_loss"), (SIAMESE_MODES, "siamese"), (OFFSET_UNITS, "offset_unit"),
+    (EVAL_ANCHORS, "eval_anchor"),
+)
+"""(registry, argument): every named choice, checked when the model is built (before training)."""
+
+
 def build(args: dict[str, Any], dims: dict[str, int]) -> nn.Module:
-    for registry, key, what in ((AFFINITIES, "reasoning", "reasoning"), (MC_LOSSES, "mc_loss", "multiple-choice loss")):
-        _lookup(registry, args[key], what)
+    for registry, key in CHOICES:
+        _lookup(registry, args[key], key)
     return SiaSamReaModel(args, dims)
 
 
