@@ -53,7 +53,7 @@ def test_icl_is_eq_1_to_3_against_a_loop() -> None:
         x2y = -math.log(math.exp(s(i, i)) / sum(math.exp(s(i, j)) for j in range(5)))
         y2x = -math.log(math.exp(s(i, i)) / sum(math.exp(s(j, i)) for j in range(5)))
         total += x2y + y2x
-    assert float(loss) == pytest.approx(total / 10, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(total / 10, rel=1e-5)
     assert float(sim[1, 3]) == pytest.approx(float(gx[1] @ gy[3]), rel=1e-5)
 
 
@@ -227,3 +227,110 @@ def test_beam_search_returns_the_argmax_sequence_of_a_planted_decoder() -> None:
     assert beam_search(step, 0, 1, num_beams=1, max_length=10, length_penalty=0.0) != best  # greedy misses it
     assert len(beam_search(lambda ids: torch.tensor([[0, 0.0, 1, 0, 0]] * len(ids)).clamp_min(1e-12).log(),
                            0, 1, max_length=10)) == 9  # never ends: 10 tokens with bos
+
+
+# -- the method ------------------------------------------------------------------------------------------
+
+from vqacache.heads.data import QADataset, collate  # noqa: E402
+from vqacache.heads.methods import mcg  # noqa: E402
+from vqacache.heads.stores import StoreSet  # noqa: E402
+from vqacache.heads.synthetic import make_temporal_store  # noqa: E402
+
+TINY = {"weights": "random", "size": "tiny", "num_frames": 4}
+W, P = 16, 4
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("mcg") / "synthetic.zarr"
+    make_temporal_store(path, splits={"train": 6, "val": 3}, n_frames=8, dim=W, n_patches=P, teacher=False)
+    return path
+
+
+def _setup(store_path: Path, **over: Any) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+    stores = StoreSet(store_path)
+    args = {**mcg.DEFAULTS, **TINY, **over}
+    args = {**args, **mcg.prepare(args, stores)}
+    ds = QADataset(stores, "train", training=True, **mcg.data(args))
+    return args, ds.dims(), collate([ds[i] for i in range(4)])
+
+
+def test_multiple_choice_losses_follow_eq_11_and_reach_every_part(store_path: Path) -> None:
+    args, dims, batch = _setup(store_path, lambda_icl=0.5, lambda_tcl=2.0, lambda_vtm=3.0)
+    torch.manual_seed(0)
+    model = mcg.McgModel(args, dims).train()
+    total, stats = mcg.loss(model, batch, args)
+    assert set(stats) == {"l_icl", "l_tcl", "l_vtm", "l_answer", "loss"}
+    expect = 0.5 * stats["l_icl"] + 2.0 * stats["l_tcl"] + 3.0 * stats["l_vtm"] + stats["l_answer"]
+    assert float(total) == pytest.approx(expect, rel=1e-5)
+    total.backward()
+    for name in ("adapter.proj.weight", "icl.video_proj.weight", "vtm_head.weight",
+                 "encoder.encoder.layer.0.crossattention.self.query.weight", "decoder.cls.predictions.bias"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
+    model.eval()
+    logits = mcg.predict(model, batch)
+    assert logits.shape == (4, 4) and torch.isfinite(logits).all()
+    model.args["mc_score"] = "likelihood"
+    lik = mcg.predict(model, batch)
+    assert lik.shape == (4, 4) and (lik <= 0).all()
+
+
+def test_ablations_drop_their_losses(store_path: Path) -> None:
+    args, dims, batch = _setup(store_path, lambda_tcl=0.0, lambda_icl=0.0, lambda_vtm=0.0)
+    model = mcg.McgModel(args, dims)
+    total, stats = mcg.loss(model, batch, args)
+    assert "l_tcl" not in stats and "l_vtm" not in stats
+    assert float(total) == pytest.approx(stats["l_answer"], rel=1e-6)
+
+
+def test_names_and_weights_are_checked(store_path: Path) -> None:
+    args, dims, _ = _setup(store_path)
+    with pytest.raises(UnknownName) as err:
+        mcg.McgModel({**args, "head": "mlp"}, dims)
+    assert "generator" in str(err.value) and "classifier" in str(err.value)
+    with pytest.raises(UsageError, match="open-ended"):
+        mcg.McgModel({**args, "head": "classifier"}, dims)
+    with pytest.raises(UsageError, match="size=tiny"):
+        load_text_parts("random")
+    with pytest.raises(UsageError) as err:
+        load_text_parts("Nobody/not-a-cached-model")
+    assert "Nobody/not-a-cached-model" in str(err.value) and "\n" not in str(err.value)
+
+
+def _toy_open_ended(head: str) -> tuple[mcg.McgModel, dict[str, Any], dict[str, Any]]:
+    answers = ["red circle", "blue square", "green circle", "red square"]
+    args = {**mcg.DEFAULTS, **TINY, "head": head, "weights_identity": "random:0", "answer_vocab": answers,
+            "vocab": sorted({w for a in answers for w in a.split()} | {"what", "is", "it"}), "lambda_tcl": 0.0,
+            "lambda_icl": 0.0, "lambda_vtm": 0.0}
+    dims = {"patch_dim": 8, "num_patches": 2, "num_answers": 4, "cls_dim": 8, "text_dim": 0}
+    torch.manual_seed(0)
+    model = mcg.McgModel(args, dims)
+    protos = torch.randn(4, 8) * 2
+    patch = protos[:, None, None, :].expand(4, 4, 2, 8) + 0.05 * torch.randn(4, 4, 2, 8)
+    batch = {"patch": patch, "question": ["what is it"] * 4, "answer": torch.arange(4)}
+    return model, args, batch
+
+
+def _fit(model: mcg.McgModel, args: dict[str, Any], batch: dict[str, Any], steps: int, lr: float) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        mcg.loss(model, batch, args)[0].backward()
+        opt.step()
+    model.eval()
+
+
+def test_classifier_head_is_exact_on_a_toy_set() -> None:
+    model, args, batch = _toy_open_ended("classifier")
+    _fit(model, args, batch, 25, 1e-2)
+    assert mcg.predict(model, batch).argmax(1).tolist() == [0, 1, 2, 3]
+
+
+def test_generator_learns_a_toy_set_and_maps_strings_to_the_vocabulary() -> None:
+    model, args, batch = _toy_open_ended("generator")
+    _fit(model, args, batch, 120, 3e-3)
+    fused, fmask = model.fuse(batch["question"], model.adapter(batch["patch"]).tokens)
+    assert model.generate(fused, fmask) == ["red circle", "blue square", "green circle", "red square"]
+    assert mcg.predict(model, batch).argmax(1).tolist() == [0, 1, 2, 3]
