@@ -7,7 +7,9 @@
 * ``vlap`` (:mod:`.vlap`): Frame-Prompter, InstructBLIP Q-Former + frozen Flan-T5 and the
   QFormer-Distiller on cached ViT-g tokens (recipes of the paper's ablations);
 * ``siasamrea`` (:mod:`.siasamrea`): siamese clips, siamese knowledge generation and reasoning
-  (soft labels) around ``--method-arg backbone=uniform|videodistill``; anchor-only inference.
+  (soft labels) around ``--method-arg backbone=uniform|videodistill``; anchor-only inference;
+* ``mcg`` (:mod:`.mcg`): temporal adapter over cached patch tokens, instance- and token-level
+  contrast, BLIP-style fusor with video-text matching and a generative answer decoder.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from vqacache.cache_spec.errors import UnknownName, UsageError
-from vqacache.heads.methods import siasamrea, sparc, uniform, videodistill, vlap
+from vqacache.heads.methods import mcg, siasamrea, sparc, uniform, videodistill, vlap
 from vqacache.heads.methods.common import Method
 
 METHODS: dict[str, Method] = {
-    m.name: m for m in (uniform.METHOD, videodistill.METHOD, sparc.METHOD, vlap.METHOD, siasamrea.METHOD)
+    m.name: m for m in (uniform.METHOD, videodistill.METHOD, sparc.METHOD, vlap.METHOD, siasamrea.METHOD, mcg.METHOD)
 }
 
 
