@@ -334,3 +334,25 @@ def test_generator_learns_a_toy_set_and_maps_strings_to_the_vocabulary() -> None
     fused, fmask = model.fuse(batch["question"], model.adapter(batch["patch"]).tokens)
     assert model.generate(fused, fmask) == ["red circle", "blue square", "green circle", "red square"]
     assert mcg.predict(model, batch).argmax(1).tolist() == [0, 1, 2, 3]
+
+
+def test_cli_trains_mcg_end_to_end(store_path: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from vqacache.cli.train_head import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "--method", "mcg", "--store", str(store_path), "--out", str(out), "--weights", "random",
+        "--method-arg", "size=tiny", "--num-frames", "4", "--epochs", "1", "--batch-size", "4",
+    ])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["args"]["weights_identity"] == "random:0" and config["args"]["num_frames"] == 4
+    preds = json.loads((out / "predictions" / "val.json").read_text())
+    assert len(preds) == 6 and all(set(p) == {"prediction", "answer"} for p in preds.values())
+    assert (out / "curves.png").stat().st_size > 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"train_l_icl", "train_l_tcl", "train_l_vtm", "train_l_answer"} <= set(metrics[-1])
