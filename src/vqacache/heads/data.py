@@ -64,6 +64,13 @@ per DataLoader worker). Each sample also carries the question's text ``question`
 text themselves. ``InMemory`` datasets read each sample once, so their draw is fixed. A
 vision-only store's question bundles (``vitg``: strings, no sentence vectors) give ``text``
 (0,) and no ``cand`` in this mode.
+
+**Stores with patches on a sub-grid** (``vqa-featurize --patch-fps F``: CLS on every frame,
+patches on fewer). When a method reads patches, a question's frames are chosen, by the same
+rule, among the frames that *have* patch tokens only (the ``patch`` store's
+:func:`~vqacache.cache_spec.patch_frames.patch_frame_rows`, matched to the ``cls`` store's
+frames by pts), so ``cls`` and ``patch`` rows stay the same frames; methods without patches
+keep every frame.
 """
 
 from __future__ import annotations
@@ -78,9 +85,10 @@ from torch.utils.data import Dataset
 
 from vqacache.cache_spec.errors import SpecMismatch, UsageError, VqaCacheError
 from vqacache.cache_spec.frame_selection import frame_indices, uniform_positions
+from vqacache.cache_spec.patch_frames import patch_frame_rows
 from vqacache.cache_spec.store import FeatureStore
 from vqacache.heads.questions import Coverage, Question, QuestionRef, resolve_questions
-from vqacache.heads.stores import StoreLike, StoreSet, match_frames, require_patches
+from vqacache.heads.stores import PTS_TOLERANCE_S, StoreLike, StoreSet, match_frames, require_patches
 
 PatchFrames = Literal["none", "all", "uniform", "segments"]
 
@@ -288,25 +296,59 @@ class QADataset(Dataset):
             return int(ref.answer)
         return self._answer_index.get(str(ref.answer), -1)
 
+    def _patch_frames(self, video_id: str, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(frames, patch rows): the ``cls`` store's frame rows (M,) that have patch tokens, and
+        the row of each in the patch store's ``patch`` array (M,), or None when the patch store
+        has patches on every frame (then every frame; rows matched by pts at read time, as
+        always). With a ``--patch-fps`` sub-grid: the frames whose pts has a sub-grid frame
+        (:func:`~vqacache.cache_spec.patch_frames.patch_frame_rows`) within the stores' pts
+        tolerance."""
+        key = (str(self.stores.paths["patch"]), "patch-frames", video_id)
+        if key not in self._handles:
+            arrays, patch_store_pts = self._video("patch", video_id)
+            have = patch_frame_rows({"pts": patch_store_pts, "patch_pts": arrays.get("patch_pts")})  # (M,)
+            if len(have) == len(patch_store_pts):
+                entry: tuple[np.ndarray, np.ndarray | None] = (np.arange(len(pts), dtype=np.int64), None)
+            elif self.stores.same("patch", "cls"):
+                entry = (have, np.arange(len(have), dtype=np.int64))
+            else:
+                near, ok = _nearest(pts, patch_store_pts[have])
+                matched = np.flatnonzero(ok)  # cls rows near a sub-grid frame; repeats share one pts:
+                rows, first = np.unique(near[matched], return_index=True)  # the first of them, as the writer
+                entry = (matched[first], rows)
+            self._handles[key] = entry
+        return self._handles[key]
+
+    def _candidate_frames(self, video_id: str, pts: np.ndarray) -> np.ndarray:
+        """Rows of the ``cls`` store's frames a question may use: all of them, or, when the
+        method reads patches, those that have patch tokens (a ``--patch-fps`` store)."""
+        if self.patch_frames == "none":
+            return np.arange(len(pts), dtype=np.int64)
+        return self._patch_frames(video_id, pts)[0]
+
     def _patch(self, video_id: str, pts: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-        """Patch tokens (K, P, W) of the ``cls`` store's frames ``chosen``, matched by pts."""
-        if self.stores.same("patch", "cls"):
-            arrays, rows = self._video("cls", video_id)[0], chosen
+        """Patch tokens (K, P, W) of the ``cls`` store's frames ``chosen`` (frames that have patches)."""
+        frames, patch_rows = self._patch_frames(video_id, pts)
+        arrays, patch_store_pts = self._video("patch", video_id)
+        if patch_rows is not None:  # a sub-grid: chosen is among ``frames``
+            rows = patch_rows[np.searchsorted(frames, chosen)]
+        elif self.stores.same("patch", "cls"):
+            rows = chosen
         else:
-            arrays, patch_pts = self._video("patch", video_id)
             names = (f"cls store {self.stores.paths['cls'].name}", f"patch store {self.stores.paths['patch'].name}")
-            rows = match_frames(pts[chosen], patch_pts, video_id, *names)
+            rows = match_frames(pts[chosen], patch_store_pts, video_id, *names)
         return np.asarray(arrays["patch"].get_orthogonal_selection((rows, slice(None), slice(None))), dtype=np.float32)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         ref = self.refs[i]
         arrays, pts = self._video("cls", ref.video_id)
+        usable = self._candidate_frames(ref.video_id, pts)  # (M,) rows: all, or those with patches
         if self.patch_frames == "segments":
-            inside = frame_indices(pts, len(pts), ref.start, ref.end)  # (n,) all the question's frames
+            inside = usable[frame_indices(pts[usable], len(usable), ref.start, ref.end)]  # the question's frames
             draws = torch.rand(self.num_frames).numpy() if self.training else None
             idx = inside[segment_positions(len(inside), self.num_frames, draws)]  # (T,)
         else:
-            idx = frame_indices(pts, self.num_frames, ref.start, ref.end)  # (n,)
+            idx = usable[frame_indices(pts[usable], self.num_frames, ref.start, ref.end)]  # (n,)
         cls = np.asarray(arrays["cls"].get_orthogonal_selection((idx, slice(None))), dtype=np.float32)
         group = self._bundle("text", ref.split_key, ref.bundle_key)
         if "text" in group or self.patch_frames != "segments":
@@ -339,6 +381,18 @@ class QADataset(Dataset):
             if teacher is not None:
                 item["imageqa"] = torch.from_numpy(teacher)  # (n, C)
         return item
+
+
+def _nearest(src_pts: np.ndarray, dst_pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``src_pts`` (n,), the index of the nearest of ``dst_pts`` (m,, increasing)
+    and whether it lies within :data:`~vqacache.heads.stores.PTS_TOLERANCE_S`."""
+    src_pts, dst_pts = np.asarray(src_pts, np.float64), np.asarray(dst_pts, np.float64)
+    if len(dst_pts) == 0:
+        return np.zeros(len(src_pts), np.int64), np.zeros(len(src_pts), bool)
+    right = np.clip(np.searchsorted(dst_pts, src_pts), 0, len(dst_pts) - 1)
+    left = np.clip(right - 1, 0, len(dst_pts) - 1)
+    near = np.where(np.abs(dst_pts[left] - src_pts) <= np.abs(dst_pts[right] - src_pts), left, right)
+    return near.astype(np.int64), np.abs(dst_pts[near] - src_pts) <= PTS_TOLERANCE_S
 
 
 def _teacher(group: dict[str, Any], row: int, frame_pts: np.ndarray, classes: np.ndarray | None = None,
