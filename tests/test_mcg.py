@@ -1,19 +1,25 @@
 """MCG (issue 14): its components against independent recomputations, and the method.
 
-Mutations tried (each made by hand in the source, the tests run, then reverted):
+Mutations tried (each planted by hand in the source, the named tests run, then reverted; every
+one made at least one test fail):
 
-* ICL logits' axes swapped in ``info_nce`` (``logits.t()`` for both directions):
-  ``test_icl_is_eq_1_to_3_against_a_loop`` fails.
-* alpha dropped (uniform word weights) in ``token_contrast``:
-  ``test_tcl_is_eq_4_to_7_against_a_loop`` fails.
-* the decoder fed the answer shifted wrongly (targets ``ids[:, :-1]``, or logits not shifted) in
-  ``lm_loss``: ``test_teacher_forcing_loss_equals_the_decoders_own_loss`` fails.
-* the quantile clip at 20%/80% instead of 10%/90%: ``test_saliency_weights_by_hand`` fails.
-* the hard negative allowed to be the positive (diagonal not masked):
-  ``test_hard_negatives_are_never_the_positive_and_follow_the_similarity`` fails.
-* patches taken from the last frame instead of averaged over time in the adapter:
-  ``test_adapter_averages_patches_over_time`` fails.
-(see the report of issue 14 for the runs.)
+1. ICL logits' axes swapped (``logits.t()`` in both directions of ``info_nce``):
+   ``test_icl_is_eq_1_to_3_against_a_loop`` fails.
+2. TCL's column direction computed over rows (``logsumexp(sim, dim=2)`` for r2q):
+   ``test_tcl_is_eq_4_to_7_against_a_loop`` fails.
+3. alpha dropped (uniform word weights in L_tvc): ``test_tcl_is_eq_4_to_7_against_a_loop`` fails.
+4. the decoder's targets shifted wrongly (``ids[:, :-1]``, the token it is fed):
+   ``test_teacher_forcing_loss_equals_the_decoders_own_loss`` and
+   ``test_generator_learns_a_toy_set_and_maps_strings_to_the_vocabulary`` fail.
+5. the logits shifted wrongly (``logits[:, 1:]``): the teacher-forcing test fails.
+6. quantile clip at 20%/80%: ``test_saliency_weights_by_hand`` fails.
+7. the positive allowed as a hard negative (diagonal not masked):
+   ``test_hard_negatives_are_never_the_positive_and_follow_the_similarity`` fails.
+8. the adapter's patches taken from the last frame instead of the time average:
+   ``test_adapter_averages_patches_over_time`` fails.
+9. beam search keeping one hypothesis per step (greedy):
+   ``test_beam_search_returns_the_argmax_sequence_of_a_planted_decoder`` fails.
+10. eq. 11 weighting L_VTM by lambda_tcl: ``test_multiple_choice_losses_follow_eq_11_and_reach_every_part`` fails.
 """
 
 from __future__ import annotations
