@@ -26,12 +26,17 @@ uniform's and K/T. The negative control (``--decoys``, default 8): as many frame
 the same shift without showing any marker, so the shift no longer tells the question's frames
 apart and a question-blind Prompter should gain little. The teacher of the distiller arm is
 the pretrained (here: random, identical) Q-Former, not a trained teacher run. Last line JSON.
+
+    uv run python benchmarks/diagnostic.py --method siasamrea [options of siasamrea_diagnostic.py]
+
+SiaSamRea (issue 13): runs ``benchmarks/siasamrea_diagnostic.py`` (see its docstring).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -185,10 +190,27 @@ def run_vlap(a: argparse.Namespace) -> None:
     }))
 
 
+def _siasamrea_argv(argv: list[str]) -> list[str] | None:
+    """The options after ``--method siasamrea`` is taken out, or None without it."""
+    for i, x in enumerate(argv):
+        if x == "--method=siasamrea":
+            return argv[:i] + argv[i + 1:]
+        if x == "--method" and argv[i + 1:i + 2] == ["siasamrea"]:
+            return argv[:i] + argv[i + 2:]
+    return None
+
+
 def main() -> None:
+    rest = _siasamrea_argv(sys.argv[1:])
+    if rest is not None:  # benchmarks/siasamrea_diagnostic.py, with its own options and defaults
+        from siasamrea_diagnostic import main as siasamrea_main
+
+        siasamrea_main(rest)
+        return
     p = argparse.ArgumentParser()
-    p.add_argument("--method", choices=("selection", "vlap"), default="selection",
-                   help="selection: uniform / videodistill / sparc (default); vlap: the VLAP arms")
+    p.add_argument("--method", choices=("selection", "vlap", "siasamrea"), default="selection",
+                   help="selection: uniform / videodistill / sparc (default); vlap: the VLAP arms; siasamrea: "
+                        "benchmarks/siasamrea_diagnostic.py (its own options)")
     p.add_argument("--key-shift", type=float, default=1.0, help="vlap: channel-mean shift of key frames")
     p.add_argument("--decoys", type=int, default=8, help="vlap: shifted frames without a marker (negative control)")
     p.add_argument("--device", default="cpu")

@@ -336,11 +336,10 @@ def test_copies_give_a_soft_label_equal_to_the_anchor_prediction():
 def test_unknown_names_list_the_valid_ones():
     _, dims = _batch()
     for key, valid in (("backbone", "uniform, videodistill"), ("reasoning", "average, skg"),
-                       ("mc_loss", "ce, hinge"), ("eval_anchor", "rule, uniform")):
+                       ("mc_loss", "ce, hinge"), ("eval_anchor", "rule, uniform"), ("siamese", "adjacent, copies"),
+                       ("offset_unit", "frame, interval")):
         with pytest.raises(UnknownName, match=valid):
-            model, args = _model(dims, **{key: "nope"})
-            model.eval()
-            model(_batch()[0])
+            _model(dims, **{key: "nope"})  # refused when built, before any training
 
 
 def test_trains_on_a_store_and_writes_predictions(tmp_path):
@@ -360,3 +359,22 @@ def test_trains_on_a_store_and_writes_predictions(tmp_path):
         w1, w2 = ckpt["model"]["skr.w1_logits"], ckpt["model"]["skr.w2_logits"]
         assert w1.shape == (5,) and not torch.equal(w1, torch.zeros(5)) and not torch.equal(w2, torch.zeros(5))
     assert siasamrea.OPTIM == {"lr": 5e-4, "weight_decay": 0.01, "warmup": 0.1}
+
+
+def test_diagnostic_ece_and_store(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from siasamrea_diagnostic import ece, key_frames, write_store
+
+    # bins [0.1, 0.2) and [0.9, 1.0]: |0 - 0.15| * 2/4 + |1/2 - 0.95| * 2/4 = 0.075 + 0.225
+    conf = np.array([0.1, 0.2 - 1e-9, 0.9, 1.0])
+    assert abs(ece(conf, np.array([0.0, 0.0, 1.0, 0.0])) - 100 * (0.075 + 0.225)) < 1e-6
+    store = write_store(tmp_path / "m.zarr", "main", {"train": 3}, dim=8)
+    keys = key_frames(store.path, "train")
+    for qid, frames in keys.items():
+        e = min(frames)
+        assert frames == {e, e + 1} and 8 <= e <= 40
+        v = store.read_video(qid.split("_")[0])
+        assert v.cls.shape == (96, 8) and v.patch.shape == (96, 4, 8)
