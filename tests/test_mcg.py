@@ -282,6 +282,17 @@ def test_multiple_choice_losses_follow_eq_11_and_reach_every_part(store_path: Pa
     assert lik.shape == (4, 4) and (lik <= 0).all()
 
 
+def test_contrast_text_question_answer_feeds_the_answer_to_the_question_encoder(store_path: Path) -> None:
+    args, dims, batch = _setup(store_path, contrast_text="question_answer", lambda_vtm=0.0)
+    model = mcg.McgModel(args, dims)
+    seen: list[list[str]] = []
+    encode = model.encode_question
+    model.encode_question = lambda texts: (seen.append(texts), encode(texts))[1]  # type: ignore[method-assign]
+    mcg.loss(model, batch, args)
+    answers = [batch["candidates"][b][int(batch["answer"][b])] for b in range(4)]
+    assert seen == [[f"{q} {a}" for q, a in zip(batch["question"], answers, strict=True)]]
+
+
 def test_ablations_drop_their_losses(store_path: Path) -> None:
     args, dims, batch = _setup(store_path, lambda_tcl=0.0, lambda_icl=0.0, lambda_vtm=0.0)
     model = mcg.McgModel(args, dims)
@@ -295,6 +306,8 @@ def test_names_and_weights_are_checked(store_path: Path) -> None:
     with pytest.raises(UnknownName) as err:
         mcg.McgModel({**args, "head": "mlp"}, dims)
     assert "generator" in str(err.value) and "classifier" in str(err.value)
+    with pytest.raises(UnknownName, match="question_answer"):
+        mcg.McgModel({**args, "contrast_text": "caption"}, dims)
     with pytest.raises(UsageError, match="open-ended"):
         mcg.McgModel({**args, "head": "classifier"}, dims)
     with pytest.raises(UsageError, match="size=tiny"):
@@ -319,13 +332,22 @@ def _toy_open_ended(head: str) -> tuple[mcg.McgModel, dict[str, Any], dict[str, 
 
 
 def _fit(model: mcg.McgModel, args: dict[str, Any], batch: dict[str, Any], steps: int, lr: float) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is several times faster on a shared CPU
+    try:
+        _steps(model, args, batch, steps, lr)
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+
+
+def _steps(model: mcg.McgModel, args: dict[str, Any], batch: dict[str, Any], steps: int, lr: float) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for _ in range(steps):
         opt.zero_grad()
         mcg.loss(model, batch, args)[0].backward()
         opt.step()
-    model.eval()
 
 
 def test_classifier_head_is_exact_on_a_toy_set() -> None:

@@ -17,6 +17,10 @@ last-layer CLS attention (alpha's source); then
   smoothing 0.1). ``head=classifier`` (MCG-CH, Table V): Linear(H -> A) on [FUS] with a
   cross-entropy, open-ended sets only.
 
+``contrast_text=question_answer`` gives ICL and TCL the question followed by its answer (a
+caption-like pair, as a pre-stage on QA data would see; the fusor and decoder still read the
+question only); the default contrasts the question alone.
+
 ``L = L_MCL + lambda_vtm L_VTM + L_answer`` (eq. 11 with weights 1). The paper fine-tunes
 with the LM loss alone after a pre-stage with all of them; from the cache there is no
 pre-stage, so all losses run together by default, and ``lambda_icl=0``, ``lambda_tcl=0``,
@@ -55,11 +59,12 @@ from vqacache.heads.modules.word_tokenizer import word_vocab
 
 HEADS = ("generator", "classifier")
 MC_SCORES = ("match", "likelihood")
+CONTRAST_TEXTS = ("question", "question_answer")
 DEFAULTS: dict[str, Any] = {
     "num_frames": 8, "weights": DEFAULT_WEIGHTS, "size": "checkpoint", "weights_seed": 0, "head": "generator",
     "lambda_icl": 1.0, "lambda_tcl": 1.0, "lambda_vtm": 1.0, "mc_score": "match", "adapter_layers": 2,
     "adapter_heads": 4, "max_text_len": 40, "num_beams": NUM_BEAMS, "max_answer_len": MAX_LENGTH,
-    "answer_split": "train",
+    "answer_split": "train", "contrast_text": "question",
 }
 OPTIM = {"lr": 1e-4, "weight_decay": 1e-3, "warmup": 0.1}
 
@@ -69,6 +74,8 @@ def _check_args(args: dict[str, Any]) -> None:
         raise UnknownName(f"unknown mcg head {args['head']!r}; valid: {', '.join(HEADS)}")
     if args["mc_score"] not in MC_SCORES:
         raise UnknownName(f"unknown mcg mc_score {args['mc_score']!r}; valid: {', '.join(MC_SCORES)}")
+    if args["contrast_text"] not in CONTRAST_TEXTS:
+        raise UnknownName(f"unknown mcg contrast_text {args['contrast_text']!r}; valid: {', '.join(CONTRAST_TEXTS)}")
 
 
 def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
@@ -176,7 +183,11 @@ class McgModel(nn.Module):
         a = self.args
         x, beta_raw = self.adapter(batch["patch"])
         questions = list(batch["question"])
-        y, ymask, yids, cls_attn = self.encode_question(questions)
+        texts = questions
+        if a["contrast_text"] == "question_answer":  # caption-like pairs, as in a pre-stage on QA data
+            texts = [f"{q} {self.answer_text(batch, b)}" if int(batch["answer"][b]) >= 0 else q
+                     for b, q in enumerate(questions)]
+        y, ymask, yids, cls_attn = self.encode_question(texts)
         out: dict[str, Tensor] = {}
         l_icl, sim = self.icl(x[:, 0], y[:, 0])
         out["l_icl"] = l_icl
@@ -191,7 +202,7 @@ class McgModel(nn.Module):
             neg_t, neg_v = hard_negatives(sim)
             pos, _ = self.fuse(questions, x)
             neg1, _ = self.fuse([questions[int(j)] for j in neg_t], x)
-            neg2, _ = self.fuse(questions, x[neg_v])
+            neg2, _ = self.fuse(questions, x[neg_v])  # the question only: the fusor's text at prediction
             out["l_vtm"] = matching_loss(self.vtm_head(pos[:, 0]), self.vtm_head(torch.cat([neg1[:, 0], neg2[:, 0]])))
         answer = batch["answer"]
         if self.classifier is not None:
