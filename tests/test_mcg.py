@@ -384,3 +384,6 @@ def test_cli_trains_mcg_end_to_end(store_path: Path, tmp_path: Path) -> None:
     assert (out / "curves.png").stat().st_size > 0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"train_l_icl", "train_l_tcl", "train_l_vtm", "train_l_answer"} <= set(metrics[-1])
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    rebuilt = mcg.McgModel(ckpt["model_args"], ckpt["dims"])  # the recorded vocabulary gives the same ids
+    rebuilt.load_state_dict(ckpt["model"])
