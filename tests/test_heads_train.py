@@ -97,7 +97,9 @@ def test_resume_reproduces_uninterrupted_run(stores, tmp_path):
 def test_cli_one_line_errors(stores, tmp_path):
     runner = CliRunner()
     bad = runner.invoke(app, ["--method", "nope", "--store", str(stores[0]), "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 2 and "valid: sparc, uniform, videodistill" in bad.output
+    from vqacache.heads.methods import METHODS
+
+    assert bad.exit_code == 2 and f"valid: {', '.join(sorted(METHODS))}" in bad.output
     ok = runner.invoke(app, ["--method", "uniform", "--store", str(stores[0]), "--out", str(tmp_path / "u"),
                              "--epochs", "1", "--num-frames", "8", "--num-select", "2", "--num-layers", "1",
                              "--num-heads", "2", "--dim", "16"])
