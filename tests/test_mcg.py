@@ -201,7 +201,7 @@ def test_teacher_forcing_loss_equals_the_decoders_own_loss() -> None:
     out = parts.decoder(input_ids=tok, attention_mask=mask, encoder_hidden_states=states,
                         encoder_attention_mask=smask, labels=tok.masked_fill(mask == 0, -100), reduction="none")
     ours = lm_loss(out.logits, tok, mask)
-    assert float(ours) == pytest.approx(float(out.loss.mean()), rel=1e-5)
+    assert float(ours.detach()) == pytest.approx(float(out.loss.mean().detach()), rel=1e-5)
     assert parts.decoder.config.label_smoothing == 0.1
 
 
@@ -268,7 +268,7 @@ def test_multiple_choice_losses_follow_eq_11_and_reach_every_part(store_path: Pa
     total, stats = mcg.loss(model, batch, args)
     assert set(stats) == {"l_icl", "l_tcl", "l_vtm", "l_answer", "loss"}
     expect = 0.5 * stats["l_icl"] + 2.0 * stats["l_tcl"] + 3.0 * stats["l_vtm"] + stats["l_answer"]
-    assert float(total) == pytest.approx(expect, rel=1e-5)
+    assert float(total.detach()) == pytest.approx(expect, rel=1e-5)
     total.backward()
     for name in ("adapter.proj.weight", "icl.video_proj.weight", "vtm_head.weight",
                  "encoder.encoder.layer.0.crossattention.self.query.weight", "decoder.cls.predictions.bias"):
@@ -298,7 +298,7 @@ def test_ablations_drop_their_losses(store_path: Path) -> None:
     model = mcg.McgModel(args, dims)
     total, stats = mcg.loss(model, batch, args)
     assert "l_tcl" not in stats and "l_vtm" not in stats
-    assert float(total) == pytest.approx(stats["l_answer"], rel=1e-6)
+    assert float(total.detach()) == pytest.approx(stats["l_answer"], rel=1e-6)
 
 
 def test_names_and_weights_are_checked(store_path: Path) -> None:
