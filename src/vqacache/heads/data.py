@@ -193,7 +193,8 @@ class QADataset(Dataset):
             stores.check_dataset(dataset)
             stores.check_expected(expect_fingerprints or {})
         else:
-            stores = StoreSet(store, roles, dataset=dataset, expect=expect_fingerprints)
+            stores = StoreSet(store, roles, dataset=dataset, expect=expect_fingerprints,
+                              text_vectors=patch_frames != "segments")  # segments: strings only
         if expect_fingerprint is not None and stores.primary_fingerprint != expect_fingerprint:
             raise SpecMismatch(
                 f"store {stores.primary_path} has fingerprint {stores.primary_fingerprint[:12]}, the run expects "

@@ -92,6 +92,7 @@ class StoreSet:
         expect: Mapping[str, str] | None = None,
         expect_what: str = "the run",
         expect_paths: Mapping[str, str] | None = None,
+        text_vectors: bool = True,
     ) -> None:
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(ROLES))
@@ -116,7 +117,8 @@ class StoreSet:
         self.overridden = tuple(sorted(overrides))
         self.check_dataset(dataset)
         self._check_sampling()
-        self._check_text()
+        if text_vectors:  # a method that tokenizes the strings itself reads any store's bundles
+            self._check_text()
         if expect:
             self.check_expected(expect, expect_what, expect_paths)
 

@@ -396,5 +396,5 @@ def data(args: dict[str, Any]) -> dict[str, Any]:
 
 METHOD = Method(
     name="vlap", build=VlapModel, loss=loss, predict=predict, data=data, defaults=DEFAULTS, optim=OPTIM,
-    prepare=prepare,
+    prepare=prepare, text="strings",
 )
