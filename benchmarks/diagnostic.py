@@ -30,6 +30,10 @@ the pretrained (here: random, identical) Q-Former, not a trained teacher run. La
     uv run python benchmarks/diagnostic.py --method siasamrea [options of siasamrea_diagnostic.py]
 
 SiaSamRea (issue 13): runs ``benchmarks/siasamrea_diagnostic.py`` (see its docstring).
+
+    uv run python benchmarks/diagnostic.py --method mcg [options of mcg_diagnostic.py]
+
+MCG (issue 14): runs ``benchmarks/mcg_diagnostic.py`` (see its docstring).
 """
 
 from __future__ import annotations
@@ -190,27 +194,34 @@ def run_vlap(a: argparse.Namespace) -> None:
     }))
 
 
-def _siasamrea_argv(argv: list[str]) -> list[str] | None:
-    """The options after ``--method siasamrea`` is taken out, or None without it."""
+SCRIPTS = {"siasamrea": "siasamrea_diagnostic", "mcg": "mcg_diagnostic"}
+"""``--method NAME`` -> the module in benchmarks/ that holds that method's diagnostic (its own options)."""
+
+
+def _script_argv(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(method, the other options) when ``--method`` names one of :data:`SCRIPTS`, else None."""
     for i, x in enumerate(argv):
-        if x == "--method=siasamrea":
-            return argv[:i] + argv[i + 1:]
-        if x == "--method" and argv[i + 1:i + 2] == ["siasamrea"]:
-            return argv[:i] + argv[i + 2:]
+        name = x.removeprefix("--method=") if x.startswith("--method=") else None
+        if name in SCRIPTS:
+            return name, argv[:i] + argv[i + 1:]
+        if x == "--method" and argv[i + 1:i + 2] and argv[i + 1] in SCRIPTS:
+            return argv[i + 1], argv[:i] + argv[i + 2:]
     return None
 
 
 def main() -> None:
-    rest = _siasamrea_argv(sys.argv[1:])
-    if rest is not None:  # benchmarks/siasamrea_diagnostic.py, with its own options and defaults
-        from siasamrea_diagnostic import main as siasamrea_main
+    found = _script_argv(sys.argv[1:])
+    if found is not None:  # that method's own diagnostic script, with its options and defaults
+        import importlib
 
-        siasamrea_main(rest)
+        method, rest = found
+        sys.argv = [f"{SCRIPTS[method]}.py", *rest]
+        importlib.import_module(SCRIPTS[method]).main()
         return
     p = argparse.ArgumentParser()
-    p.add_argument("--method", choices=("selection", "vlap", "siasamrea"), default="selection",
-                   help="selection: uniform / videodistill / sparc (default); vlap: the VLAP arms; siasamrea: "
-                        "benchmarks/siasamrea_diagnostic.py (its own options)")
+    p.add_argument("--method", choices=("selection", "vlap", *SCRIPTS), default="selection",
+                   help="selection: uniform / videodistill / sparc (default); vlap: the VLAP arms; "
+                        + ", ".join(f"{m}: benchmarks/{s}.py (its own options)" for m, s in SCRIPTS.items()))
     p.add_argument("--key-shift", type=float, default=1.0, help="vlap: channel-mean shift of key frames")
     p.add_argument("--decoys", type=int, default=8, help="vlap: shifted frames without a marker (negative control)")
     p.add_argument("--device", default="cpu")

@@ -1,4 +1,4 @@
-"""``vqa-train-head``: train a head (uniform, videodistill, sparc, vlap) on feature stores.
+"""``vqa-train-head``: train a head (uniform, videodistill, sparc, vlap, siasamrea, mcg) on feature stores.
 
 ``--method-arg KEY=VALUE`` (repeatable) sets any of the method's arguments, typed by its
 default (int, float, bool, str); unknown keys list the valid ones. ``--weights`` names the
@@ -135,7 +135,7 @@ def resolve_store(store: Path | None, dataset: str | None, encoder: str | None, 
 @app.command(help="Train a VideoQA head from cached features; checkpoints, metrics and predictions go to --out.")
 @user_errors_exit
 def run(
-    method: Annotated[str, typer.Option(help="uniform, videodistill, sparc or vlap.")],
+    method: Annotated[str, typer.Option(help="uniform, videodistill, sparc, vlap, siasamrea or mcg.")],
     out: Annotated[Path, typer.Option(help="Run directory.")],
     store: Annotated[
         list[str] | None,
@@ -168,7 +168,7 @@ def run(
     num_layers: Annotated[int | None, typer.Option(help="L blocks (default 3).")] = None,
     num_heads: Annotated[int | None, typer.Option(help="Attention heads (default 8).")] = None,
     dim: Annotated[int | None, typer.Option(help="Model width (default: the patch width).")] = None,
-    backbone: Annotated[str | None, typer.Option(help="sparc only: uniform or videodistill.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="sparc and siasamrea: uniform or videodistill.")] = None,
     threshold: Annotated[float | None, typer.Option(help="sparc: causal-frame threshold t (0.5).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     train_split: str = "train",
