@@ -28,11 +28,10 @@ import torch
 from torch import nn
 
 from vqacache.cache_spec.errors import UsageError
-from vqacache.heads.modules.blip2_family import resolve_folder
+from vqacache.heads.modules.blip2_family import SIZES, builds_random, resolve_folder
 from vqacache.heads.modules.word_tokenizer import word_tokenizer
 
 DEFAULT_WEIGHTS = "Salesforce/blip-vqa-base"
-SIZES = ("checkpoint", "tiny")
 TINY_FUS, TINY_GEN = "[FUS]", "[GEN]"
 
 
@@ -74,14 +73,8 @@ def tiny_config(vocab_size: int, gen_id: int) -> Any:
 def load_text_parts(weights: str, *, size: str = "checkpoint", vocab: list[str] | None = None,
                     seed: int = 0) -> TextParts:
     """The parts named by ``weights`` (see the module docstring)."""
-    if size not in SIZES:
-        raise UsageError(f"unknown size {size!r}; valid: {', '.join(SIZES)}")
-    if weights == "random":
-        if size != "tiny":
-            raise UsageError("--weights random needs --method-arg size=tiny (a random BLIP-base is of no use)")
+    if builds_random(weights, size, "a random BLIP-base"):
         return _random_parts(vocab or [], seed)
-    if size == "tiny":
-        raise UsageError("size=tiny builds random weights; pass --weights random with it")
     folder, identity = resolve_folder(weights)
     return _blip_parts(folder, identity)
 

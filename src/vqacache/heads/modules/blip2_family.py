@@ -82,14 +82,8 @@ def tiny_configs(vision_width: int, qformer_vocab: int, llm_vocab: int) -> tuple
 def load_parts(weights: str, *, size: str = "checkpoint", vision_width: int = 1408, vocab: list[str] | None = None,
                seed: int = 0) -> Blip2Parts:
     """The parts named by ``weights`` (see the module docstring)."""
-    if size not in SIZES:
-        raise UsageError(f"unknown size {size!r}; valid: {', '.join(SIZES)}")
-    if weights == "random":
-        if size != "tiny":
-            raise UsageError("--weights random needs --method-arg size=tiny (a random Flan-T5-XL is of no use)")
+    if builds_random(weights, size, "a random Flan-T5-XL"):
         return _random_parts(vision_width, vocab or [], seed)
-    if size == "tiny":
-        raise UsageError("size=tiny builds random weights; pass --weights random with it")
     folder, identity = resolve_folder(weights)
     return _checkpoint_parts(folder, identity)
 
@@ -110,6 +104,19 @@ def _random_parts(vision_width: int, vocab: list[str], seed: int) -> Blip2Parts:
         llm_tokenizer=ttok, vision_gamma=torch.ones(vision_width), vision_beta=torch.zeros(vision_width),
         vision_eps=1e-6, trunk_sha256=None, identity=f"random:{seed}",
     )
+
+
+def builds_random(weights: str, size: str, useless: str) -> bool:
+    """Whether ``--weights``/``size`` ask for tiny random parts (True) or pretrained ones
+    (False); one line for the pairs that make no sense (``useless``: what full-size random
+    parts would be, for the message)."""
+    if size not in SIZES:
+        raise UsageError(f"unknown size {size!r}; valid: {', '.join(SIZES)}")
+    if weights == "random" and size != "tiny":
+        raise UsageError(f"--weights random needs --method-arg size=tiny ({useless} is of no use)")
+    if weights != "random" and size == "tiny":
+        raise UsageError("size=tiny builds random weights; pass --weights random with it")
+    return weights == "random"
 
 
 def resolve_folder(weights: str) -> tuple[Path, str]:
