@@ -59,11 +59,12 @@ dataset each part's midpoint (:func:`segment_positions`; the released VLAP/SeViL
 loaders' rule). ``cls`` (T, E) and ``patch`` (T, P, W) are those T frames, always T rows: a
 clip with fewer than T frames repeats frames (parts share a frame), since the Frame-Prompter
 needs exactly T = K S frames. The draw uses torch's global RNG (restored on resume; seeded
-per DataLoader worker). Each sample also carries the question's text ``question`` (str) and
-``candidates`` (list of str) from the question bundle's metadata, for methods that tokenize
-text themselves. ``InMemory`` datasets read each sample once, so their draw is fixed. A
-vision-only store's question bundles (``vitg``: strings, no sentence vectors) give ``text``
-(0,) and no ``cand`` in this mode.
+per DataLoader worker). ``InMemory`` datasets read each sample once, so their draw is fixed.
+
+**Text as strings** (``text="strings"``, VLAP and MCG). Each sample also carries the question's
+text ``question`` (str) and ``candidates`` (list of str) from the question bundle's metadata,
+for methods that tokenize text themselves; such a dataset reads any store's bundles: a
+vision-only store's (``vitg``: strings, no sentence vectors) give ``text`` (0,) and no ``cand``.
 
 **Stores with patches on a sub-grid** (``vqa-featurize --patch-fps F``: CLS on every frame,
 patches on fewer). When a method reads patches, a question's frames are chosen, by the same
@@ -88,9 +89,10 @@ from vqacache.cache_spec.frame_selection import frame_indices, uniform_positions
 from vqacache.cache_spec.patch_frames import patch_frame_rows
 from vqacache.cache_spec.store import FeatureStore
 from vqacache.heads.questions import Coverage, Question, QuestionRef, resolve_questions
-from vqacache.heads.stores import PTS_TOLERANCE_S, StoreLike, StoreSet, match_frames, require_patches
+from vqacache.heads.stores import PTS_TOLERANCE_S, StoreLike, StoreSet, match_frames, nearest_frames, require_patches
 
 PatchFrames = Literal["none", "all", "uniform", "segments"]
+TextMode = Literal["vectors", "strings"]
 
 __all__ = [
     "Coverage", "MissingTeacher", "NoQuestions", "QADataset", "Question", "QuestionRef", "StoreSet",
@@ -162,6 +164,9 @@ class QADataset(Dataset):
         expect_fingerprints: ``{role: fingerprint}`` to refuse (a checkpoint's).
         dataset: refuse stores of another dataset.
         training: ``patch_frames="segments"`` draws a random frame in each part (else midpoints).
+        text: ``"vectors"`` (the text store's sentence vectors; a store without them is refused)
+            or ``"strings"`` (the question and candidate strings, ``question`` and ``candidates``
+            in each sample, for methods that tokenize them; vectors too where the store has them).
 
     Attributes: ``stores`` (the :class:`StoreSet`), ``fingerprint`` (the primary store's),
     ``fingerprints`` (per role), ``refs`` (usable questions), ``coverage``.
@@ -182,10 +187,14 @@ class QADataset(Dataset):
         expect_fingerprints: Mapping[str, str] | None = None,
         dataset: str | None = None,
         training: bool = False,
+        text: TextMode = "vectors",
     ) -> None:
         if patch_frames not in ("none", "all", "uniform", "segments"):
             raise UsageError(f"patch_frames must be none, all, uniform or segments, not {patch_frames!r}")
+        if text not in ("vectors", "strings"):
+            raise UsageError(f"text must be vectors or strings, not {text!r}")
         self.training = training
+        self.text = text
         if isinstance(store, StoreSet):
             if roles:
                 raise ValueError("give roles to the StoreSet, not beside it")
@@ -193,8 +202,9 @@ class QADataset(Dataset):
             stores.check_dataset(dataset)
             stores.check_expected(expect_fingerprints or {})
         else:
-            stores = StoreSet(store, roles, dataset=dataset, expect=expect_fingerprints,
-                              text_vectors=patch_frames != "segments")  # segments: strings only
+            stores = StoreSet(store, roles, dataset=dataset, expect=expect_fingerprints)
+        if text == "vectors":
+            stores.check_text()
         if expect_fingerprint is not None and stores.primary_fingerprint != expect_fingerprint:
             raise SpecMismatch(
                 f"store {stores.primary_path} has fingerprint {stores.primary_fingerprint[:12]}, the run expects "
@@ -313,8 +323,8 @@ class QADataset(Dataset):
             elif self.stores.same("patch", "cls"):
                 entry = (have, np.arange(len(have), dtype=np.int64))
             else:
-                near, ok = _nearest(pts, patch_store_pts[have])
-                matched = np.flatnonzero(ok)  # cls rows near a sub-grid frame; repeats share one pts:
+                near, gap = nearest_frames(pts, patch_store_pts[have])
+                matched = np.flatnonzero(gap <= PTS_TOLERANCE_S)  # cls rows near a sub-grid frame; repeats share one pts:
                 rows, first = np.unique(near[matched], return_index=True)  # the first of them, as the writer
                 entry = (matched[first], rows)
             self._handles[key] = entry
@@ -352,7 +362,7 @@ class QADataset(Dataset):
             idx = usable[frame_indices(pts[usable], self.num_frames, ref.start, ref.end)]  # (n,)
         cls = np.asarray(arrays["cls"].get_orthogonal_selection((idx, slice(None))), dtype=np.float32)
         group = self._bundle("text", ref.split_key, ref.bundle_key)
-        if "text" in group or self.patch_frames != "segments":
+        if "text" in group or self.text == "vectors":
             text = np.asarray(group["text"][ref.row], dtype=np.float32)  # (E,)
         else:  # a vision-only store's bundles (vitg) hold the questions' strings, no vectors
             text = np.zeros(0, np.float32)
@@ -365,10 +375,10 @@ class QADataset(Dataset):
             "text": torch.from_numpy(text),  # (E,)
             "answer": self._label(ref),
         }
-        if ref.n_candidates and ("cand" in group or self.patch_frames != "segments"):
+        if ref.n_candidates and ("cand" in group or self.text == "vectors"):
             cand = group["cand"][ref.row, : ref.n_candidates]
             item["cand"] = torch.from_numpy(np.asarray(cand, dtype=np.float32))  # (C, E)
-        if self.patch_frames == "segments":
+        if self.text == "strings":
             entry = self._entries(ref.split_key, ref.bundle_key)[ref.row]
             item["question"] = str(entry.get("question", ""))
             item["candidates"] = [str(c) for c in entry.get("candidates") or ()]
@@ -382,18 +392,6 @@ class QADataset(Dataset):
             if teacher is not None:
                 item["imageqa"] = torch.from_numpy(teacher)  # (n, C)
         return item
-
-
-def _nearest(src_pts: np.ndarray, dst_pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``src_pts`` (n,), the index of the nearest of ``dst_pts`` (m,, increasing)
-    and whether it lies within :data:`~vqacache.heads.stores.PTS_TOLERANCE_S`."""
-    src_pts, dst_pts = np.asarray(src_pts, np.float64), np.asarray(dst_pts, np.float64)
-    if len(dst_pts) == 0:
-        return np.zeros(len(src_pts), np.int64), np.zeros(len(src_pts), bool)
-    right = np.clip(np.searchsorted(dst_pts, src_pts), 0, len(dst_pts) - 1)
-    left = np.clip(right - 1, 0, len(dst_pts) - 1)
-    near = np.where(np.abs(dst_pts[left] - src_pts) <= np.abs(dst_pts[right] - src_pts), left, right)
-    return near.astype(np.int64), np.abs(dst_pts[near] - src_pts) <= PTS_TOLERANCE_S
 
 
 def _teacher(group: dict[str, Any], row: int, frame_pts: np.ndarray, classes: np.ndarray | None = None,

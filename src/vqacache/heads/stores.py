@@ -92,7 +92,6 @@ class StoreSet:
         expect: Mapping[str, str] | None = None,
         expect_what: str = "the run",
         expect_paths: Mapping[str, str] | None = None,
-        text_vectors: bool = True,
     ) -> None:
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(ROLES))
@@ -117,8 +116,6 @@ class StoreSet:
         self.overridden = tuple(sorted(overrides))
         self.check_dataset(dataset)
         self._check_sampling()
-        if text_vectors:  # a method that tokenizes the strings itself reads any store's bundles
-            self._check_text()
         if expect:
             self.check_expected(expect, expect_what, expect_paths)
 
@@ -135,8 +132,9 @@ class StoreSet:
                     f"{self.primary_path} {self.dataset!r}; a run combines stores of one dataset"
                 )
 
-    def _check_text(self) -> None:
-        """The text role needs a store whose encoder has a text tower (vitg and blip have none)."""
+    def check_text(self) -> None:
+        """Refuse a text store without sentence vectors (vitg and blip have no text tower), for
+        readers of the vectors; methods that tokenize the strings themselves read any store."""
         store = self._stores["text"]
         if store.spec.outputs.text is None:
             raise UsageError(
@@ -234,6 +232,20 @@ class StoreSet:
         return f"StoreSet({roles})"
 
 
+def nearest_frames(src_pts: np.ndarray, dst_pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``src_pts`` (n,): the index (n,) of the nearest of ``dst_pts`` (m,, increasing;
+    the earlier on a tie) and its distance (n,) in seconds (inf when ``dst_pts`` is empty)."""
+    src_pts = np.asarray(src_pts, dtype=np.float64)
+    dst_pts = np.asarray(dst_pts, dtype=np.float64)
+    if len(dst_pts) == 0:
+        return np.zeros(len(src_pts), np.int64), np.full(len(src_pts), np.inf)
+    pos = np.clip(np.searchsorted(dst_pts, src_pts), 1, max(1, len(dst_pts) - 1))
+    left = np.clip(pos - 1, 0, len(dst_pts) - 1)
+    right = np.clip(pos, 0, len(dst_pts) - 1)
+    nearest = np.where(np.abs(dst_pts[left] - src_pts) <= np.abs(dst_pts[right] - src_pts), left, right)
+    return nearest.astype(np.int64), np.abs(dst_pts[nearest] - src_pts)
+
+
 def match_frames(src_pts: np.ndarray, dst_pts: np.ndarray, video_id: str, src: str = "cls store",
                  dst: str = "patch store") -> np.ndarray:
     """Indices (n,) into ``dst_pts`` of the frames at ``src_pts`` (n,), matched by pts.
@@ -241,15 +253,10 @@ def match_frames(src_pts: np.ndarray, dst_pts: np.ndarray, video_id: str, src: s
     Raises :class:`FrameMisaligned` when a frame has no counterpart within
     :data:`PTS_TOLERANCE_S` (the stores decoded the video differently).
     """
-    src_pts = np.asarray(src_pts, dtype=np.float64)
-    dst_pts = np.asarray(dst_pts, dtype=np.float64)
+    src_pts, dst_pts = np.asarray(src_pts, dtype=np.float64), np.asarray(dst_pts, dtype=np.float64)
     if len(dst_pts) == 0:
         raise FrameMisaligned(f"video {video_id!r}: the {dst} has no frames")
-    pos = np.clip(np.searchsorted(dst_pts, src_pts), 1, max(1, len(dst_pts) - 1))
-    left = np.clip(pos - 1, 0, len(dst_pts) - 1)
-    right = np.clip(pos, 0, len(dst_pts) - 1)
-    nearest = np.where(np.abs(dst_pts[left] - src_pts) <= np.abs(dst_pts[right] - src_pts), left, right)
-    gap = np.abs(dst_pts[nearest] - src_pts)
+    nearest, gap = nearest_frames(src_pts, dst_pts)
     bad = np.flatnonzero(gap > PTS_TOLERANCE_S)
     if len(bad):
         i = bad[0]
@@ -258,7 +265,7 @@ def match_frames(src_pts: np.ndarray, dst_pts: np.ndarray, video_id: str, src: s
             f"{PTS_TOLERANCE_S * 1000:g} ms in the {dst} (nearest {dst_pts[nearest[i]]:.3f} s; {len(bad)} of "
             f"{len(src_pts)} frames unmatched); the stores decoded this video differently"
         )
-    return nearest.astype(np.int64)
+    return nearest
 
 
 def require_patches(stores: StoreSet) -> None:

@@ -243,10 +243,8 @@ def checkpoint_dataset(
     """The dataset of ``split`` for a checkpoint's model: its method's inputs and answer
     vocabulary, refusing any role whose store is not the one the checkpoint was trained on."""
     expect = checkpoint_fingerprints(ckpt)
-    method = get_method(ckpt["method"])
-    store_set = StoreSet(store, stores, expect=expect, expect_what="the checkpoint",
-                         text_vectors=method.text == "vectors")
-    data_kw = method.data(ckpt["model_args"])
+    store_set = StoreSet(store, stores, expect=expect, expect_what="the checkpoint")
+    data_kw = get_method(ckpt["method"]).data(ckpt["model_args"])
     return QADataset(store_set, split, answer_vocab=ckpt["answer_vocab"], questions=questions, **data_kw)
 
 
@@ -342,7 +340,6 @@ def train(
     stores = StoreSet(
         config.store, config.stores, dataset=config.dataset, expect=expect, expect_what="the checkpoint",
         expect_paths=resume_ckpt.get("store_paths") if resume_ckpt is not None else None,
-        text_vectors=method.text == "vectors",
     )
     if method.prepare is not None and resume_ckpt is None:
         args = {**args, **method.prepare(args, stores)}

@@ -36,9 +36,6 @@ class Method:
     ``prepare(args, stores) -> dict``, optional: facts of the run's stores the model needs
     (identities, a tokenizer's vocabulary, ...), merged into the arguments once, before the
     first ``build``, and recorded with them (config.json, checkpoints).
-    ``text``: what the method reads of the questions: ``"vectors"`` (the text store's sentence
-    vectors; a vision-only store cannot be the text store) or ``"strings"`` (it tokenizes the
-    question and candidate strings itself, which every store's question bundles hold).
     """
 
     name: str
@@ -49,7 +46,6 @@ class Method:
     defaults: dict[str, Any] = field(default_factory=dict)
     optim: dict[str, Any] = field(default_factory=dict)
     prepare: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
-    text: str = "vectors"
 
 
 VIDEODISTILL_OPTIM = {"lr": 3e-5, "weight_decay": 1e-3, "warmup": 0.1}

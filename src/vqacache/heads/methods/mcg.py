@@ -2,7 +2,7 @@
 cached per-frame patch tokens.
 
 Per question: T frames (``num_frames``, 8; one in each of T equal parts of the question's
-frames: ``patch_frames="segments"``, which also carries the question and candidate strings)
+frames: ``patch_frames="segments"``; ``text="strings"`` carries the question and candidate strings)
 -> the :class:`~vqacache.heads.modules.temporal_adapter.TemporalAdapter` -> X (B, 1 + P, D)
 and beta; the question through the text encoder (no visual input) -> Y (B, L, H) and its
 last-layer CLS attention (alpha's source); then
@@ -309,7 +309,7 @@ def predict(model: nn.Module, batch: dict[str, Any]) -> Tensor:
 
 def data(args: dict[str, Any]) -> dict[str, Any]:
     _check_args(args)
-    return {"num_frames": args["num_frames"], "patch_frames": "segments"}
+    return {"num_frames": args["num_frames"], "patch_frames": "segments", "text": "strings"}  # it tokenizes the strings
 
 
 METHOD = Method(name="mcg", build=McgModel, loss=loss, predict=predict, data=data, defaults=DEFAULTS, optim=OPTIM,

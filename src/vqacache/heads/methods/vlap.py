@@ -391,10 +391,10 @@ def predict(model: nn.Module, batch: dict[str, Any]) -> Tensor:
 def data(args: dict[str, Any]) -> dict[str, Any]:
     _check_args(args)
     frames = args["num_select"] if args["recipe"] == "uniform" else args["num_frames"]
-    return {"num_frames": frames, "patch_frames": "segments"}
+    return {"num_frames": frames, "patch_frames": "segments", "text": "strings"}  # it tokenizes the strings
 
 
 METHOD = Method(
     name="vlap", build=VlapModel, loss=loss, predict=predict, data=data, defaults=DEFAULTS, optim=OPTIM,
-    prepare=prepare, text="strings",
+    prepare=prepare,
 )
