@@ -106,3 +106,25 @@ def test_cli_one_line_errors(stores, tmp_path):
     assert ok.exit_code == 0, ok.output
     again = runner.invoke(app, ["--method", "uniform", "--store", str(stores[0]), "--out", str(tmp_path / "u")])
     assert again.exit_code == 2 and "--resume" in again.output
+
+
+def test_optimizer_from_method_optim(stores, tmp_path, monkeypatch):
+    """``method.optim["optimizer"]`` picks the optimiser (adamw default); unknown names list the valid ones."""
+    import dataclasses
+
+    from vqacache.cache_spec.errors import UsageError
+    from vqacache.heads import train as train_mod
+    from vqacache.heads.methods import METHODS
+
+    base = METHODS["uniform"]
+    seen = []
+    real = train_mod.make_optimizer
+    monkeypatch.setattr(train_mod, "make_optimizer", lambda name, *a, **k: seen.append(name) or real(name, *a, **k))
+    cfg = dict(store=str(stores[0]), epochs=1, batch_size=4, lr=1e-3, args=SMALL, max_steps_per_epoch=1)
+    train(TrainConfig(method="uniform", out=str(tmp_path / "w"), **cfg))
+    monkeypatch.setitem(METHODS, "uniform", dataclasses.replace(base, optim={**base.optim, "optimizer": "adam"}))
+    train(TrainConfig(method="uniform", out=str(tmp_path / "a"), **cfg))
+    assert seen == ["adamw", "adam"]
+    monkeypatch.setitem(METHODS, "uniform", dataclasses.replace(base, optim={**base.optim, "optimizer": "sgd"}))
+    with pytest.raises(UsageError, match="unknown optimizer 'sgd'.*valid: adam, adamw"):
+        train(TrainConfig(method="uniform", out=str(tmp_path / "s"), **cfg))

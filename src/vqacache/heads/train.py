@@ -136,6 +136,20 @@ class TrainConfig:
     """Refuse listed questions without features instead of warning and leaving them out."""
 
 
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adamw": torch.optim.AdamW,  # decoupled weight decay (the default)
+    "adam": torch.optim.Adam,  # L2 penalty added to the gradient (torch's Adam weight_decay)
+}
+"""``method.optim["optimizer"]`` -> optimiser class (absent: ``adamw``)."""
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """The optimiser registered as ``name`` over parameter ``groups``; unknown names list the valid ones."""
+    if name not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {name!r} in the method's optim; valid: {', '.join(sorted(OPTIMIZERS))}")
+    return OPTIMIZERS[name](groups, lr=lr)
+
+
 def _lr_lambda(total: int, warmup_steps: int, schedule: str = "linear") -> Callable[[int], float]:
     def f(step: int) -> float:
         if step < warmup_steps:
@@ -374,7 +388,8 @@ def train(
     model = method.build(args, dims).to(config.device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
+    optimizer = make_optimizer(
+        optim.get("optimizer", "adamw"),
         [{"params": decay, "weight_decay": optim["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
         lr=optim["lr"],
     )
