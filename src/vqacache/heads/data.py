@@ -188,6 +188,7 @@ class QADataset(Dataset):
         dataset: str | None = None,
         training: bool = False,
         text: TextMode = "vectors",
+        text_tokens: bool = False,
     ) -> None:
         if patch_frames not in ("none", "all", "uniform", "segments"):
             raise UsageError(f"patch_frames must be none, all, uniform or segments, not {patch_frames!r}")
@@ -195,6 +196,7 @@ class QADataset(Dataset):
             raise UsageError(f"text must be vectors or strings, not {text!r}")
         self.training = training
         self.text = text
+        self.text_tokens = text_tokens  # also yield the question's token states (HGA)
         if isinstance(store, StoreSet):
             if roles:
                 raise ValueError("give roles to the StoreSet, not beside it")
@@ -375,6 +377,9 @@ class QADataset(Dataset):
             "text": torch.from_numpy(text),  # (E,)
             "answer": self._label(ref),
         }
+        if self.text_tokens:  # (L, W) the question's own L token states
+            n_tok = int(group["text_len"][ref.row])
+            item["text_tokens"] = torch.from_numpy(np.asarray(group["text_tokens"][ref.row, :n_tok], dtype=np.float32))
         if ref.n_candidates and ("cand" in group or self.text == "vectors"):
             cand = group["cand"][ref.row, : ref.n_candidates]
             item["cand"] = torch.from_numpy(np.asarray(cand, dtype=np.float32))  # (C, E)
@@ -430,7 +435,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
     ``cls`` (B, N, E) + ``frame_mask`` (B, N); ``patch`` (B, N', P, W) + ``patch_mask``;
     ``cand`` (B, C, E) + ``cand_mask`` (B, C); ``imageqa`` (B, N, C) + ``has_imageqa`` (B,);
-    ``answer`` (B,) int64; ``text`` (B, E); lists ``qid``, ``video_id``, ``qtype``; ``index`` (B,);
+    ``answer`` (B,) int64; ``text`` (B, E); ``text_tokens`` (B, L, W) + ``text_token_mask`` (B, L)
+    when the dataset reads them (``text_tokens=True``); lists ``qid``, ``video_id``, ``qtype``; ``index`` (B,);
     lists ``question`` and ``candidates`` when the samples carry them.
     """
     B = len(samples)
@@ -450,6 +456,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch["patch"], batch["patch_mask"] = _pad([s["patch"] for s in samples])
     if "cand" in samples[0]:
         batch["cand"], batch["cand_mask"] = _pad([s["cand"] for s in samples])
+    if "text_tokens" in samples[0]:  # (B, L, W) + text_token_mask (B, L)
+        batch["text_tokens"], batch["text_token_mask"] = _pad([s["text_tokens"] for s in samples])
     N, C = batch["cls"].shape[1], batch["cand"].shape[1] if "cand" in batch else 0
     if any("imageqa" in s for s in samples):
         C = max(C, max(s["imageqa"].shape[1] for s in samples if "imageqa" in s))

@@ -134,6 +134,8 @@ class TrainConfig:
     """Refuse stores of another dataset (None: any, as long as all stores agree)."""
     require_all_questions: bool = False
     """Refuse listed questions without features instead of warning and leaving them out."""
+    optimizer: str | None = None
+    """``adamw`` or ``adam``; None: the method's (only methods whose optim names one: sparc, hga)."""
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
