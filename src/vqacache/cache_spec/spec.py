@@ -26,10 +26,13 @@ FORMAT_VERSION = 1
 
 STORAGE_DTYPES = ("float16", "float32")
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
-WEIGHTS_SOURCES = ("pretrained", "file", "random")
+WEIGHTS_SOURCES = ("pretrained", "file", "random", "imported")
+"""``imported``: features read from an HDF5 file (``vqa-cache import``); identity ``sha256:<file>``."""
 CROP_MODES = ("center", "none")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
-SAMPLING_POLICIES = ("nearest-pts-v1",)
+SAMPLING_POLICIES = ("nearest-pts-v1", "clip-grid-v1")
+"""``clip-grid-v1``: an imported store's frames are an HDF5 layout's clip x frame slots, in row
+order (``cache_spec/hdf5/layouts.py``); ``pts`` the slot times the file records."""
 
 
 # -- small parsers: one place that knows each field's type and range -----------------------
@@ -118,8 +121,8 @@ class WeightsSpec:
         _parse_str(asdict(self), "identity")
         if self.source == "random" and not self.identity.startswith("random:"):
             raise SpecError(f"random weights need identity 'random:<seed>', got {self.identity!r}")
-        if self.source == "file" and not self.identity.startswith("sha256:"):
-            raise SpecError(f"file weights need identity 'sha256:<hex>', got {self.identity!r}")
+        if self.source in ("file", "imported") and not self.identity.startswith("sha256:"):
+            raise SpecError(f"{self.source} weights need identity 'sha256:<hex>', got {self.identity!r}")
 
     @classmethod
     def from_dict(cls, d: Any) -> WeightsSpec:

@@ -144,6 +144,11 @@ def open_store(
             raise ValueError("creating a store needs spec= and dataset=")
         _create_root(path, spec, dataset)
     store = FeatureStore(path, writable=(mode == "a"))
+    if mode == "a" and store.imported is not None:
+        raise StoreError(
+            f"store {path} was imported from {store.imported.get('file')} (read-only); "
+            "import the file again to change it (vqa-cache import)"
+        )
     if spec is not None and spec.fingerprint() != store.fingerprint:
         changes = "; ".join(store.spec.diff(spec)) or "fingerprints differ"
         raise SpecMismatch(f"store {path} was written with another spec ({changes}); refusing to mix features")
@@ -204,6 +209,14 @@ class FeatureStore:
         self.dataset: str = meta["dataset"]
         self.meta: dict[str, Any] = meta
         self._question_index: dict[str, tuple[str, str, int]] | None = None
+
+    @property
+    def imported(self) -> dict[str, Any] | None:
+        """What an imported store was read from (``vqa-cache import``: layout, file, sha256,
+        ...), or None for a featurized store. Imported stores open read-only."""
+        if self.spec.weights.source != "imported":
+            return None
+        return dict(self.spec.extra.get("imported") or {})
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r}, dataset={self.dataset!r}, encoder={self.spec.encoder!r}, fingerprint={self.fingerprint[:12]!r})"
