@@ -188,5 +188,50 @@ def _print_report(report: VerifyReport, limit: int = 100) -> None:
     console.print(f"[{style}]{escape(report.summary_line())}[/]", highlight=False)
 
 
+EXPORT_HELP = """Write a store's features as an HDF5 file other VideoQA code reads (docs/hdf5.md).
+
+Layouts: nextqa (app_mot_{split}.h5: ids, feat (N, 16, D)), hcrn ({ds}_appearance_feat.h5: ids, resnet_features (N, 8, 16, D)), vgt (frame_feat/app_feat_{split}.h5: ids as strings, resnet_features (N, 8, 4, D)). Slots are filled from the store's frames by HCRN's clip-centre rule; a pts dataset gives each slot's time; failed videos get all-zero rows.
+"""
+
+
+@app.command("export", help=EXPORT_HELP)
+@user_errors_exit
+def export(
+    store: Annotated[Path, typer.Argument(help="Path of a .zarr store.")],
+    layout: Annotated[str, typer.Option(help="nextqa, hcrn or vgt.")],
+    out: Annotated[Path, typer.Option(help="The .h5 file to write (never replaced).")],
+    split: Annotated[str | None, typer.Option(help="Only the videos of this split's questions (default: every video).")] = None,
+) -> None:
+    from vqacache.cache_spec.hdf5 import export_store, get_layout
+
+    get_layout(layout)  # a bad --layout fails before the store is opened
+    report = export_store(open_store(store), layout, out, split)
+    console.print(f"wrote {report.path}: {report.videos} videos, {len(report.failed)} failed (zero rows), "
+                  f"features {report.shape}", markup=False, highlight=False)
+
+
+IMPORT_HELP = """Turn an HDF5 feature file (nextqa, hcrn or vgt layout) into a read-only store of --dataset under --cache-root.
+
+The store's spec records the file's sha256 and layout; rows that are all zeros are recorded as failed videos. Stage two trains from it (take the question text from a featurized store of the same dataset: vqa-train-head --store text=PATH).
+"""
+
+
+@app.command("import", help=IMPORT_HELP)
+@user_errors_exit
+def import_(
+    file: Annotated[Path, typer.Argument(help="The .h5 file.")],
+    layout: Annotated[str, typer.Option(help="nextqa, hcrn or vgt.")],
+    dataset: Annotated[str, typer.Option(help="The dataset the file's videos belong to.")],
+    cache_root: Annotated[Path, typer.Option(help="Root of the feature cache.")],
+) -> None:
+    from vqacache.cache_spec.hdf5 import get_layout, import_file
+
+    get_layout(layout)
+    store_, report = import_file(file, layout, dataset, cache_root)
+    what = "already imported" if report.already else "imported"
+    console.print(f"{what}: {store_.path} ({report.videos} videos, {len(report.failed)} failed: all-zero rows)",
+                  markup=False, highlight=False)
+
+
 def main() -> None:
     app()

@@ -133,7 +133,8 @@ def _sorted_ids(lay: H5Layout, ids: list[str]) -> list[str]:
     bad = [v for v in ids if not _INT_ID.match(v)]
     if bad:
         raise UsageError(
-            f"--layout {lay.name} stores integer video ids; {bad[0]!r} (and {len(bad) - 1} more) is not one "
+            f"--layout {lay.name} stores integer video ids; {bad[0]!r}"
+            f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} is not one "
             "(use --layout vgt, whose ids are strings)"
         )
     return sorted(ids, key=int)
