@@ -2,8 +2,9 @@
 
 * ``uniform`` (:mod:`.uniform`): K uniform frames -> vision refinement -> answer head;
 * ``videodistill`` (:mod:`.videodistill`): N dense CLS -> frame sampler -> top-K -> refinement;
+* ``hga`` (:mod:`.hga`): heterogeneous graph alignment over clips of CLS vectors and the question;
 * ``sparc`` (:mod:`.sparc`): SpARC's guided/consistency/spatial-distillation losses and
-  Temporal Guided Mixup around ``--backbone uniform|videodistill``;
+  Temporal Guided Mixup around ``--backbone hga|uniform|videodistill``;
 * ``vlap`` (:mod:`.vlap`): Frame-Prompter, InstructBLIP Q-Former + frozen Flan-T5 and the
   QFormer-Distiller on cached ViT-g tokens (recipes of the paper's ablations);
 * ``siasamrea`` (:mod:`.siasamrea`): siamese clips, siamese knowledge generation and reasoning
@@ -17,11 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from vqacache.cache_spec.errors import UnknownName, UsageError
-from vqacache.heads.methods import mcg, siasamrea, sparc, uniform, videodistill, vlap
+from vqacache.heads.methods import hga, mcg, siasamrea, sparc, uniform, videodistill, vlap
 from vqacache.heads.methods.common import Method
 
 METHODS: dict[str, Method] = {
-    m.name: m for m in (uniform.METHOD, videodistill.METHOD, sparc.METHOD, vlap.METHOD, siasamrea.METHOD, mcg.METHOD)
+    m.name: m for m in (uniform.METHOD, videodistill.METHOD, hga.METHOD, sparc.METHOD, vlap.METHOD, siasamrea.METHOD, mcg.METHOD)
 }
 
 

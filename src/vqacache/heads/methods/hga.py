@@ -1,0 +1,148 @@
+"""``hga`` (Jiang and Han, AAAI 2020, as released with NExT-QA): per-clip appearance vectors and
+the question's tokens -> two bidirectional GRUs -> co-attention -> a heterogeneous graph over
+question and clip nodes (learned adjacency, graph convolutions, attention pooling) -> a local
+vector; a global vector from the two GRUs' last states; a bilinear fusion of both scores each
+candidate (multiple choice) or feeds a classifier over the answer vocabulary (open-ended).
+
+**Inputs from a vqacache store.** The clips are the store's per-frame CLIP CLS vectors: the
+question's ``num_frames`` frames (the shared selection rule) grouped, ``clip_len`` consecutive
+frames each, into ``num_frames / clip_len`` clips by a masked mean (clip_len 1: one frame per
+clip, as SpARC's A.3 asks for frame-based features; Table 6: 16 frames on NExT-QA). The
+released NExT-QA ``app_mot`` features (16 clips of ResNet appearance + 3D-CNN motion) reach
+this model once the HDF5 import lands (another issue); until then motion is absent.
+
+**The question.** The release encodes each candidate as the BERT tokens of "question [SEP]
+answer" (one pass per candidate). Here the sequence is the question's sentence vector, its
+token states (``text_tokens`` of the store; ``question_tokens=false`` leaves them out) and the
+candidate's sentence vector, each projected to the hidden width (their widths differ), read
+by one GRU; open-ended questions have no candidate and the fused vector feeds a classifier.
+
+Frames restricted by ``frame_mask`` (SpARC's guided and single-frame predictions) drop their
+clips: a clip is real when any of its frames is, and only real clips enter the GRU (in order).
+
+Defaults the paper does not give (this project's choices): ``hga_hidden`` 256,
+``hga_dropout`` 0.2, ``fusion_rank`` 256, ``gcn_layers`` 3 (the release's ``GCN(num_layers=2)``
+builds three convolutions), one co-attention layer. Optimiser: Adam, lr 1e-4 (SpARC Table 6).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vqacache.cache_spec.errors import UsageError
+from vqacache.heads.methods.common import Method, plain_loss, plain_predict
+from vqacache.heads.modules.hga import (
+    AdjacencyLearner, AttentionPool, BilinearFusion, CoAttention, GraphConvolution, SequenceEncoder,
+)
+
+DEFAULTS = {
+    "num_frames": 16, "clip_len": 1, "hga_hidden": 256, "hga_dropout": 0.2, "fusion_rank": 256,
+    "gcn_layers": 3, "coattn_layers": 1, "question_tokens": True, "token_dim": 0,
+}
+"""``token_dim``: the store's token width, recorded by :func:`prepare` (0: no tokens read)."""
+
+OPTIM = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "warmup": 0.0}
+
+
+def group_clips(cls: Tensor, mask: Tensor, clip_len: int) -> tuple[Tensor, Tensor]:
+    """cls (B, N, E), mask (B, N) -> clips (B, T, E) (masked mean of clip_len consecutive frames),
+    clip mask (B, T) (any real frame), T = ceil(N / clip_len)."""
+    B, N, E = cls.shape
+    T = -(-N // clip_len)
+    pad = T * clip_len - N
+    if pad:
+        cls = torch.cat([cls, cls.new_zeros(B, pad, E)], 1)
+        mask = torch.cat([mask, mask.new_zeros(B, pad)], 1)
+    w = mask.view(B, T, clip_len, 1).to(cls.dtype)
+    total = (cls.view(B, T, clip_len, E) * w).sum(2)
+    count = w.sum(2)
+    return total / count.clamp_min(1.0), count.squeeze(-1) > 0
+
+
+class HGAModel(nn.Module):
+    """cls (B, N, E) + frame_mask, text (B, Et), optional text_tokens (B, L, W) + mask, cand
+    (B, C, Et) + cand_mask -> ``logits`` (B, C) (-inf on padded candidates) or (B, A)."""
+
+    def __init__(self, args: dict[str, Any], dims: dict[str, int]) -> None:
+        super().__init__()
+        H, p = args["hga_hidden"], args["hga_dropout"]
+        self.clip_len = args["clip_len"]
+        self.open_ended = dims["num_answers"] > 0
+        self.use_tokens = bool(args["question_tokens"]) and args["token_dim"] > 0
+        self.video = SequenceEncoder(dims["cls_dim"], H, p)
+        self.sent_in = nn.Linear(dims["text_dim"], H)
+        self.tok_in = nn.Linear(args["token_dim"], H) if self.use_tokens else None
+        self.cand_in = nn.Linear(dims["text_dim"], H)
+        self.question = SequenceEncoder(H, H, p)
+        self.coattn = nn.ModuleList(CoAttention(H) for _ in range(args["coattn_layers"]))
+        self.adjacency = AdjacencyLearner(H)
+        self.gcn = GraphConvolution(H, args["gcn_layers"], p)
+        self.pool = AttentionPool(H)
+        self.global_fusion = BilinearFusion(H, H, H, args["fusion_rank"], p)
+        self.fusion = BilinearFusion(H, H, H if self.open_ended else 1, args["fusion_rank"], 0.0)
+        self.classifier = nn.Linear(H, dims["num_answers"]) if self.open_ended else None
+
+    def _question_parts(self, inputs: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The question's nodes before the GRU: (B, 1 + L, H) and their mask (B, 1 + L)."""
+        sent = self.sent_in(inputs["text"]).unsqueeze(1)  # (B, 1, H)
+        mask = torch.ones(sent.shape[:2], dtype=torch.bool, device=sent.device)
+        if self.use_tokens:
+            if "text_tokens" not in inputs:
+                raise UsageError("hga reads the question's token states (text_tokens); this batch has none")
+            sent = torch.cat([sent, self.tok_in(inputs["text_tokens"])], 1)
+            mask = torch.cat([mask, inputs["text_token_mask"]], 1)
+        return sent, mask
+
+    def forward(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
+        clips, clip_mask = group_clips(inputs["cls"], inputs["frame_mask"], self.clip_len)  # (B, T, E)
+        v_out, v_last, v_mask = self.video(clips, clip_mask)  # (B, T, H), (B, H), (B, T)
+        q_seq, q_mask = self._question_parts(inputs)  # (B, Lq, H)
+        B = q_seq.shape[0]
+        C = 1 if self.open_ended else inputs["cand"].shape[1]
+        if not self.open_ended:  # one "question + answer" sequence per candidate: (B*C, Lq + 1, H)
+            cand = self.cand_in(inputs["cand"]).reshape(B * C, 1, -1)
+            q_seq = torch.cat([q_seq.repeat_interleave(C, 0), cand], 1)
+            q_mask = torch.cat([q_mask.repeat_interleave(C, 0), q_mask.new_ones(B * C, 1)], 1)
+            v_out, v_last, v_mask = (t.repeat_interleave(C, 0) for t in (v_out, v_last, v_mask))
+        q_out, q_last, q_mask = self.question(q_seq, q_mask)
+        for layer in self.coattn:
+            q_out, v_out = layer(q_out, v_out, q_mask, v_mask)
+        nodes, node_mask = torch.cat([q_out, v_out], 1), torch.cat([q_mask, v_mask], 1)  # (B*C, M, H)
+        local = self.pool(self.gcn(nodes, self.adjacency(nodes, node_mask), node_mask), node_mask)  # (B*C, H)
+        glob = self.global_fusion(q_last, v_last)
+        fused = self.fusion(glob, local)
+        if self.open_ended:
+            return {"logits": self.classifier(torch.relu(fused)), "feature": fused}
+        logits = fused.view(B, C).masked_fill(~inputs["cand_mask"], float("-inf"))
+        return {"logits": logits, "feature": local.view(B, C, -1).mean(1)}
+
+
+def token_width(stores: Any) -> int:
+    """The token width W of the text store's question bundles (0 when it has no token states)."""
+    root = stores.store("text").root
+    if "questions" not in root:
+        return 0
+    for _, split in root["questions"].groups():
+        for _, group in split.groups():
+            if "text_tokens" in group:
+                return int(group["text_tokens"].shape[-1])
+    return 0
+
+
+def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
+    """The store's token width (recorded with the arguments)."""
+    return {"token_dim": token_width(stores) if args["question_tokens"] else 0}
+
+
+def data(args: dict[str, Any]) -> dict[str, Any]:
+    return {"num_frames": args["num_frames"], "patch_frames": "none",
+            "text_tokens": bool(args["question_tokens"]) and args["token_dim"] > 0}
+
+
+METHOD = Method(
+    name="hga", build=HGAModel, loss=plain_loss, predict=plain_predict, data=data,
+    defaults=DEFAULTS, optim=OPTIM, prepare=prepare,
+)
