@@ -64,7 +64,7 @@ def test_registry_lists_valid_names():
         method_args(get_method("uniform"), {"bogus": 1})
 
 
-@pytest.mark.parametrize("method,extra", [("uniform", {}), ("videodistill", {}), ("sparc", {"backbone": "uniform"})])
+@pytest.mark.parametrize("method,extra", [("uniform", {}), ("videodistill", {}), ("sparc", {"backbone": "uniform", "num_frames": 0})])
 def test_methods_train_and_write_outputs(stores, tmp_path, method, extra):
     out = tmp_path / method
     m = train(TrainConfig(method=method, store=str(stores[0]), out=str(out), epochs=1, batch_size=4, lr=1e-3,
@@ -83,7 +83,7 @@ def test_sparc_needs_teacher(stores, tmp_path):
 
 
 def test_resume_reproduces_uninterrupted_run(stores, tmp_path):
-    cfg = dict(method="sparc", store=str(stores[0]), batch_size=4, lr=1e-3, args={**SMALL, "backbone": "videodistill"})
+    cfg = dict(method="sparc", store=str(stores[0]), batch_size=4, lr=1e-3, args={**SMALL, "backbone": "videodistill", "num_frames": 0})
     full = train(TrainConfig(out=str(tmp_path / "full"), epochs=2, **cfg))
     train(TrainConfig(out=str(tmp_path / "cut"), epochs=2, stop_after=1, **cfg))  # killed after epoch 0
     with pytest.raises(SpecMismatch):
