@@ -33,7 +33,7 @@ def store(tmp_path_factory):
 def test_training_writes_curves_after_every_epoch(store, tmp_path):
     out = tmp_path / "run"
     cfg = dict(method="sparc", store=str(store), out=str(out), epochs=2, batch_size=4, lr=1e-3,
-               args={**SMALL, "backbone": "uniform"})
+               args={**SMALL, "backbone": "uniform", "num_frames": 0})
     train(TrainConfig(stop_after=1, **cfg))  # one epoch, then "killed"
     png = out / "curves.png"
     assert_png(png)

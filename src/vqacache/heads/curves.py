@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-NOT_TERMS = {"train_loss"}
+NOT_TERMS = {"train_loss", "train_outside_topk"}  # sparc: share of answers outside the teacher's top-k
 """``train_*`` keys that are not extra loss terms."""
 
 

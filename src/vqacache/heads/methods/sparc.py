@@ -39,7 +39,7 @@ refused unless ``frames_mismatch=true``, which warns (each frame then takes the 
 teacher frame). With HGA clips of ``clip_len`` > 1 frames, a clip's teacher distribution is
 its first frame's (A.3), and the causal set, the single "frame" and the mixed frames are clips.
 
-**Open-ended teachers**: ``outside_topk`` in the logs is the share of a batch's labelled
+**Open-ended teachers**: ``outside_topk`` in the logs (open-ended batches only) is the share of a batch's labelled
 questions whose answer has no teacher probability on any frame (outside the teacher's top-k:
 p_a = 0, so the causal set falls back to all frames); the epoch means land in metrics.jsonl
 (``train_outside_topk``).
@@ -333,11 +333,13 @@ def loss(model: nn.Module, batch: dict[str, Any], args: dict[str, Any]) -> tuple
         )
     labelled = batch["answer"] >= 0
     if not bool(labelled.any()):  # every term is a mean over labelled rows: over none it is NaN
-        return zero_loss(model), {"loss": 0.0, "l_g": 0.0, "l_c": 0.0, "l_s": 0.0, "outside_topk": 0.0}
+        return zero_loss(model), {"loss": 0.0, "l_g": 0.0, "l_c": 0.0, "l_s": 0.0}
     batch = {k: (v[labelled] if isinstance(v, Tensor) and v.shape[:1] == labelled.shape else v) for k, v in batch.items()}
     t = sparc_terms(model, batch, args)
     logs = {"loss": float(t.total.detach()), "l_g": float(t.l_g.detach()), "l_c": float(t.l_c.detach()),
-            "l_s": float(t.l_s.detach()), "outside_topk": t.outside_topk}
+            "l_s": float(t.l_s.detach())}
+    if "cand" not in batch:  # open-ended: the teacher keeps its top-k answers only
+        logs["outside_topk"] = t.outside_topk
     return t.total, logs
 
 
