@@ -1,0 +1,195 @@
+"""HDF5 export and import (issue 17), checked with plain h5py code that mirrors the loaders.
+
+The loader mirrors read files the way doc-doc/NExT-QA ``dataloader/sample_loader.py``
+(``str(vid)`` -> ``feat[row]``), thaolmk54/hcrn-videoqa ``DataLoader.py`` (``str(id)`` -> row of
+``resnet_features``) and sail-sg/VGT ``data/vqa_loader.py`` (string ids decoded as UTF-8 ->
+``resnet_features[row]``) do. Slot indices are recomputed independently: a clamped window
+``clip(c - F//2 + j, 0, T - 1)`` for videos long enough that HCRN's padding equals a clamp,
+and a hand example for a short one.
+
+Mutations tried (each makes a test here fail):
+1. clip centres taken as ``linspace(...)[0:clips]`` (keeping the 0) -> test_slot_rule_*;
+2. the end padding repeats frame ``T - 2`` instead of ``T - 1`` -> test_slot_rule_independent;
+3. hcrn ids written as strings -> test_round_trip[hcrn] (the mirror's ``str(id)`` keys become ``b'..'``);
+4. the zero-row test ``not vectors.all()`` instead of ``not vectors.any()`` (a row with some zeros,
+   as post-ReLU features have, taken for a failure) -> test_imported_hcrn_trains_uniform;
+5. import always stores float16 -> test_round_trip (re-export not byte-identical).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from spec_factory import make_spec  # noqa: E402
+
+from vqacache.cache_spec import StoreError, open_store, verify_store  # noqa: E402
+from vqacache.cache_spec.hdf5 import export_store, import_file, slot_frames  # noqa: E402
+from vqacache.cli.cache import app  # noqa: E402
+
+LENGTHS = {"nextqa": (16, 1), "hcrn": (8, 16), "vgt": (8, 4)}
+FEATURES = {"nextqa": "feat", "hcrn": "resnet_features", "vgt": "resnet_features"}
+
+
+def _clamped(n_frames: int, clips: int, per_clip: int) -> np.ndarray:
+    out = np.zeros((clips, per_clip), np.int64)
+    for k in range(clips):
+        c = int(n_frames * (k + 1) / (clips + 1))  # linspace(0, T, clips + 2)[k + 1], truncated
+        for j in range(per_clip):
+            out[k, j] = c if per_clip == 1 else min(max(c - per_clip // 2 + j, 0), n_frames - 1)
+    return out
+
+
+def test_slot_rule_hand_example_short_video():
+    # T = 5: every HCRN window is [0, 4) padded to 16 in front with frame 0; frame 4 is never used
+    expected = [0] * 13 + [1, 2, 3]
+    assert slot_frames(5, 8, 16).tolist() == [expected] * 8
+    assert slot_frames(5, 16, 1).ravel().tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 4, 4, 4]  # int(5 k / 17)
+
+
+@pytest.mark.parametrize("n_frames", [40, 200, 1001])
+@pytest.mark.parametrize("lay", sorted(LENGTHS))
+def test_slot_rule_independent(lay, n_frames):
+    clips, per_clip = LENGTHS[lay]
+    assert np.array_equal(slot_frames(n_frames, clips, per_clip), _clamped(n_frames, clips, per_clip))
+
+
+def _feature_store(path: Path, ids: dict[str, int], failed: tuple[str, ...] = (), seed: int = 0):
+    store = open_store(path, "a", spec=make_spec(patches=False, seed=seed), dataset="toy")
+    rng = np.random.default_rng(seed)
+    for vid, n in ids.items():
+        with store.write_video(vid) as w:
+            w.append(cls=rng.standard_normal((n, 8)), cls_hidden=rng.standard_normal((n, 8)),
+                     pts=np.arange(n) / 7.5 + 0.01, src_index=np.arange(n), is_repeat=np.zeros(n, bool))
+    for vid in failed:
+        store.record_failure(vid, "DecodeError", "unreadable")
+    return store
+
+
+def _mirror(lay: str, path: Path) -> dict[str, np.ndarray]:
+    """What each released loader builds from the file: {video id string: slot features}."""
+    with h5py.File(path, "r") as fp:
+        if lay == "nextqa":
+            return {str(vid): feat for vid, feat in zip(fp["ids"], fp["feat"])}
+        if lay == "hcrn":
+            index = {str(i): n for n, i in enumerate(fp["ids"])}
+            feats = fp["resnet_features"][:]
+            return {k: feats[n] for k, n in index.items()}
+        return {vid.decode("utf-8"): feat for vid, feat in zip(fp["ids"], fp["resnet_features"])}
+
+
+@pytest.mark.parametrize("lay", sorted(LENGTHS))
+def test_round_trip(tmp_path, lay):
+    ids = {"7": 5, "12": 40, "3": 200} if lay != "vgt" else {"sub/clip a": 5, "b": 40, "é": 200}
+    bad = "99" if lay != "vgt" else "zz"
+    store = _feature_store(tmp_path / "s.zarr", ids, failed=(bad,))
+    first = tmp_path / "first.h5"
+    report = export_store(store, lay, first)
+    assert report.videos == 3 and report.failed == [bad]
+    clips, per_clip = LENGTHS[lay]
+    grid = (clips,) if per_clip == 1 else (clips, per_clip)
+
+    got = _mirror(lay, first)
+    assert set(got) == set(ids) | {bad}
+    with h5py.File(first, "r") as fp:
+        assert fp["ids"].dtype == (np.int64 if lay != "vgt" else object)
+        if lay != "vgt":
+            assert [str(v) for v in fp["ids"][:]] == sorted([*ids, bad], key=int)
+        assert fp[FEATURES[lay]].dtype == np.float32 and fp["pts"].dtype == np.float64
+        rows = {(str(v) if lay != "vgt" else v.decode()): n for n, v in enumerate(fp["ids"][:])}
+        pts = fp["pts"][:]
+        assert json.loads(fp.attrs["vqacache_spec"]) == store.spec.to_dict()
+        assert fp.attrs["vqacache_fingerprint"] == store.fingerprint and fp.attrs["vqacache_layout"] == lay
+    for vid, n in ids.items():
+        index = _clamped(n, clips, per_clip) if n > 20 else slot_frames(n, clips, per_clip)
+        cls = store.read_video(vid).cls.astype(np.float32)
+        assert got[vid].shape == (*grid, 8)
+        assert np.array_equal(got[vid].reshape(clips * per_clip, 8), cls[index.ravel()])
+        assert np.array_equal(pts[rows[vid]].ravel(), np.arange(n)[index.ravel()] / 7.5 + 0.01)
+    assert not got[bad].any() and np.isnan(pts[rows[bad]]).all()
+
+    imported, rep = import_file(first, lay, "toy", tmp_path / "cache")
+    assert rep.failed == [bad] and sorted(imported.complete_videos()) == sorted(ids)
+    assert imported.spec.weights.source == "imported"
+    assert imported.spec.weights.identity == "sha256:" + hashlib.sha256(first.read_bytes()).hexdigest()
+    assert imported.imported["layout"] == lay and imported.spec.sampling.policy == "clip-grid-v1"
+    assert "ZeroFeatures" in imported.failures()[bad]
+    with pytest.raises(StoreError, match="read-only"):
+        open_store(imported.path, "a")
+    again = tmp_path / "again.h5"
+    export_store(imported, lay, again)
+    assert again.read_bytes() == first.read_bytes()
+    assert import_file(first, lay, "toy", tmp_path / "cache")[1].already
+
+
+def _text_store(path: Path, splits: dict[str, list[str]]):
+    """A featurized store of dataset ``toy`` holding only question bundles (the text role)."""
+    store = open_store(path, "a", spec=make_spec(patches=False, seed=5), dataset="toy")
+    rng = np.random.default_rng(5)
+    for split, vids in splits.items():
+        for vid in vids:
+            entries = [{"qid": f"{vid}_0", "question": "what?", "candidates": ["a", "b", "c", "d"],
+                        "answer": int(rng.integers(4)), "qtype": "x", "start": None, "end": None}]
+            store.write_questions(split, vid, entries, {
+                "text": rng.standard_normal((1, 8)), "text_tokens": np.zeros((1, 1, 8)), "text_len": np.ones(1, np.int64),
+                "cand": rng.standard_normal((1, 4, 8)), "cand_tokens": np.zeros((1, 4, 1, 8)),
+                "cand_len": np.ones((1, 4), np.int64),
+            })
+    return store
+
+
+def test_imported_hcrn_trains_uniform(tmp_path):
+    """A released-style HCRN file (no pts, no vqacache attributes, one all-zero row) imports as a
+    store stage two trains ``uniform`` from; the zero row's video is listed as failed."""
+    from vqacache.heads.train import TrainConfig, train
+
+    splits = {"train": [str(v) for v in range(101, 107)], "val": ["107", "108"]}
+    text = _text_store(tmp_path / "text.zarr", splits)
+    ids = [int(v) for vids in splits.values() for v in vids]
+    rng = np.random.default_rng(1)
+    feats = rng.standard_normal((len(ids), 8, 16, 8)).astype(np.float32)
+    feats[2] = 0.0  # the extraction script's row for a video it could not read
+    feats[4, ..., ::2] = 0.0  # post-ReLU features hold zeros: a video, not a failure
+    released = tmp_path / "toy_appearance_feat.h5"
+    with h5py.File(released, "w") as fd:
+        fd.create_dataset("resnet_features", data=feats)
+        fd.create_dataset("ids", data=np.array(ids, dtype=np.int64))
+    store, report = import_file(released, "hcrn", "toy", tmp_path / "cache")
+    assert report.failed == ["103"] and store.imported["pts"] == "slot-index"
+    assert [p.id for p in verify_store(store).failed] == ["103"]
+    assert store.spec.architecture == "unknown" and store.spec.dtype == "float32"
+    assert np.array_equal(store.read_video("101").cls, feats[0].reshape(128, 8))
+    metrics = train(TrainConfig(method="uniform", store=str(store.path), out=str(tmp_path / "run"), epochs=1,
+                                batch_size=2, lr=1e-3, stores={"text": str(text.path)},
+                                args={"num_frames": 8, "num_select": 2, "num_layers": 1, "num_heads": 2, "dim": 16}))
+    assert np.isfinite(metrics["train_loss"])
+    out = CliRunner().invoke(app, ["info", str(store.path)])
+    assert out.exit_code == 0 and "103: ZeroFeatures" in out.output
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    store = _feature_store(tmp_path / "s.zarr", {"x1": 20})
+    runner = CliRunner()
+    for args, needle in [
+        (["export", str(store.path), "--layout", "bogus", "--out", str(tmp_path / "a.h5")], "valid: hcrn, nextqa, vgt"),
+        (["export", str(store.path), "--layout", "hcrn", "--out", str(tmp_path / "a.h5")], "integer video ids"),
+        (["export", str(store.path), "--layout", "vgt", "--out", str(tmp_path / "a.h5"), "--split", "nope"], "--split nope"),
+        (["import", str(tmp_path / "none.h5"), "--layout", "vgt", "--dataset", "toy", "--cache-root", str(tmp_path)],
+         "does not exist"),
+    ]:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and needle in res.output and res.output.count("error:") == 1, res.output
+    assert runner.invoke(app, ["export", str(store.path), "--layout", "vgt", "--out", str(tmp_path / "v.h5")]).exit_code == 0
+    res = runner.invoke(app, ["export", str(store.path), "--layout", "vgt", "--out", str(tmp_path / "v.h5")])
+    assert res.exit_code == 2 and "exists" in res.output
+    res = runner.invoke(app, ["import", str(tmp_path / "v.h5"), "--layout", "hcrn", "--dataset", "toy",
+                              "--cache-root", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "(N, 8, 16, D)" in res.output
