@@ -335,6 +335,28 @@ def active_leases(
     return active
 
 
+def remove_if_expired(path: Path, grace_s: float = DEFAULT_GRACE_S, unreadable_ttl_s: float = 600.0) -> bool:
+    """Remove the lease file at ``path`` if it is stealable (``vqa-cache gc``), by the steal
+    protocol: a live holder's lease, or one renewed meanwhile, is never removed. A torn file
+    counts as expired ``unreadable_ttl_s`` after its modification. True when removed."""
+    record = _read(path)
+    if record is None:
+        return False
+    ttl = unreadable_ttl_s if record.get("unreadable") else float(record.get("ttl_s", 0.0))
+    return _steal_if_expired(path, ttl, grace_s)
+
+
+def is_expired(record: dict[str, Any], grace_s: float = DEFAULT_GRACE_S, unreadable_ttl_s: float = 600.0) -> bool:
+    """Whether a lease record (from :func:`read_lease_file`) could be stolen now."""
+    ttl = unreadable_ttl_s if record.get("unreadable") else float(record.get("ttl_s", 0.0))
+    return _expired(record, ttl, grace_s)
+
+
+def read_lease_file(path: Path) -> dict[str, Any] | None:
+    """The lease record at ``path`` (None if absent; ``{"unreadable": True, ...}`` if torn)."""
+    return _read(path)
+
+
 # -- file operations ---------------------------------------------------------------------
 
 
@@ -416,7 +438,7 @@ def _publish(path: Path, record: dict[str, Any]) -> bool:
 
 def _create_exclusive(path: Path, record: dict[str, Any]) -> bool:
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask decides (group-writable roots)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w", encoding="utf-8") as f:

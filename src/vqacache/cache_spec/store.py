@@ -61,6 +61,7 @@ from vqacache.cache_spec.spec import FORMAT_VERSION, FeatureSpec
 from vqacache.cache_spec.teacher_arrays import set_teacher_spec, write_imageqa
 from vqacache.cache_spec.teacher_spec import TeacherSpec
 from vqacache.cache_spec.patch_frames import patch_frame_rows
+from vqacache.cache_spec.permissions import check_writable
 from vqacache.cache_spec.video_writer import PATCH_PTS, VideoWriter, utcnow
 
 __all__ = [
@@ -142,7 +143,11 @@ def open_store(
             raise StoreError(f"no vqacache store at {path}")
         if spec is None or dataset is None:
             raise ValueError("creating a store needs spec= and dataset=")
+        check_writable(*[p for p in (path.parent, path.parent.parent) if p.is_dir()][:1])
         _create_root(path, spec, dataset)
+    elif mode == "a":  # a shared root: say who owns what this user cannot write, before any work
+        check_writable(path, *(path / name for name in (layout.VIDEOS, layout.FAILURES, layout.QUESTIONS, RUNS)),
+                       lease_dir(path) if lease_dir(path).is_dir() else path.parent)
     store = FeatureStore(path, writable=(mode == "a"))
     if mode == "a" and store.imported is not None:
         raise StoreError(

@@ -43,6 +43,12 @@ def user_errors_exit(func: F) -> F:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(exc, "exit_code", EXIT_USAGE)) from None
+        except PermissionError as exc:  # a shared root: one line naming the path and its owner
+            from vqacache.cache_spec.permissions import permission_problem
+
+            message = str(permission_problem(exc.filename, "use")) if exc.filename else str(exc)
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
 
