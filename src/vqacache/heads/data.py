@@ -88,6 +88,7 @@ from vqacache.cache_spec.errors import SpecMismatch, UsageError, VqaCacheError
 from vqacache.cache_spec.frame_selection import frame_indices, uniform_positions
 from vqacache.cache_spec.patch_frames import patch_frame_rows
 from vqacache.cache_spec.store import FeatureStore
+from vqacache.heads.row_reads import RowReader
 from vqacache.heads.questions import Coverage, Question, QuestionRef, resolve_questions
 from vqacache.heads.stores import PTS_TOLERANCE_S, StoreLike, StoreSet, match_frames, nearest_frames, require_patches
 
@@ -266,18 +267,24 @@ class QADataset(Dataset):
         return self._store
 
     def _video(self, role: str, video_id: str) -> tuple[dict[str, Any], np.ndarray]:
-        """Lazy arrays and pts of a video in ``role``'s store; handles (not data) kept per process."""
+        """Readers of a video's feature arrays in ``role``'s store (:class:`RowReader`: one ``pread``
+        per run of nearby rows), its ``pts`` (and ``patch_pts``) read once; kept per process."""
         key = (str(self.stores.paths[role]), "video", video_id)
         if key not in self._handles:
-            arrays = self.stores.store(role).video_arrays(video_id)
-            self._handles[key] = (arrays, arrays["pts"][:])
+            arrays: dict[str, Any] = {}
+            for name, array in self.stores.store(role).video_arrays(video_id).items():
+                if name in ("pts", "patch_pts"):  # small, compressed: read once
+                    arrays[name] = np.asarray(array[:])
+                elif name not in ("src_index", "is_repeat"):  # (never read here)
+                    arrays[name] = RowReader(array)
+            self._handles[key] = (arrays, arrays["pts"])
         return self._handles[key]
 
     def _bundle(self, role: str, split_key: str, bundle_key: str) -> Any:
         key = (str(self.stores.paths[role]), split_key, bundle_key)
         if key not in self._handles:
             group = self.stores.store(role).root[f"questions/{split_key}/{bundle_key}"]
-            self._handles[key] = dict(group.arrays())
+            self._handles[key] = {n: RowReader(a) for n, a in group.arrays()}
         return self._handles[key]
 
     def _entries(self, split_key: str, bundle_key: str) -> list[dict[str, Any]]:
@@ -350,7 +357,7 @@ class QADataset(Dataset):
         else:
             names = (f"cls store {self.stores.paths['cls'].name}", f"patch store {self.stores.paths['patch'].name}")
             rows = match_frames(pts[chosen], patch_store_pts, video_id, *names)
-        return np.asarray(arrays["patch"].get_orthogonal_selection((rows, slice(None), slice(None))), dtype=np.float32)
+        return np.asarray(arrays["patch"].rows(rows), dtype=np.float32)  # one read per run of nearby rows
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         ref = self.refs[i]
@@ -362,10 +369,10 @@ class QADataset(Dataset):
             idx = inside[segment_positions(len(inside), self.num_frames, draws)]  # (T,)
         else:
             idx = usable[frame_indices(pts[usable], self.num_frames, ref.start, ref.end)]  # (n,)
-        cls = np.asarray(arrays["cls"].get_orthogonal_selection((idx, slice(None))), dtype=np.float32)
+        cls = np.asarray(arrays["cls"].rows(idx), dtype=np.float32)  # (n, E)
         group = self._bundle("text", ref.split_key, ref.bundle_key)
         if "text" in group or self.text == "vectors":
-            text = np.asarray(group["text"][ref.row], dtype=np.float32)  # (E,)
+            text = np.asarray(group["text"].rows(ref.row), dtype=np.float32)  # (E,)
         else:  # a vision-only store's bundles (vitg) hold the questions' strings, no vectors
             text = np.zeros(0, np.float32)
         item: dict[str, Any] = {
@@ -378,10 +385,10 @@ class QADataset(Dataset):
             "answer": self._label(ref),
         }
         if self.text_tokens:  # (L, W) the question's own L token states
-            n_tok = int(group["text_len"][ref.row])
-            item["text_tokens"] = torch.from_numpy(np.asarray(group["text_tokens"][ref.row, :n_tok], dtype=np.float32))
+            n_tok = int(group["text_len"].rows(ref.row))
+            item["text_tokens"] = torch.from_numpy(np.asarray(group["text_tokens"].rows(ref.row)[:n_tok], dtype=np.float32))
         if ref.n_candidates and ("cand" in group or self.text == "vectors"):
-            cand = group["cand"][ref.row, : ref.n_candidates]
+            cand = group["cand"].rows(ref.row)[: ref.n_candidates]
             item["cand"] = torch.from_numpy(np.asarray(cand, dtype=np.float32))  # (C, E)
         if self.text == "strings":
             entry = self._entries(ref.split_key, ref.bundle_key)[ref.row]
