@@ -98,10 +98,10 @@ def plan_gc(root: str | Path, *, min_age_s: float = 600.0, run_log_days: float =
         _leases(plan, path, now, min_age_s, grace_s)
         _failures(plan, store)
         _run_logs(plan, store, now - run_log_days * 86400.0)
-    folders = {root} if stores == [root] else {p.parent for p in root.glob("*/") if p.is_dir()}
-    for folder in sorted(f if f != root else root.parent for f in folders):
-        for tmp in sorted(folder.glob(".*.zarr.tmp-*")):  # a store being created or imported
-            _temporary(plan, tmp, tmp, set(), now, min_age_s)
+    if not (root / "zarr.json").is_file():  # a cache root: stores being created or imported
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for tmp in sorted(folder.glob(".*.zarr.tmp-*")):
+                _temporary(plan, tmp, tmp, set(), now, min_age_s)
     return plan
 
 

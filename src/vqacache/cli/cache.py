@@ -233,5 +233,119 @@ def import_(
                   markup=False, highlight=False)
 
 
+GC_HELP = """List, then with --yes remove, what no reader needs under a cache root (or in one store).
+
+Removable: abandoned temporaries (no live lease, untouched for --min-age), expired leases and the leftovers of lease operations, failure records of videos completed since, run logs finished more than --run-log-days ago. Never a complete video, a question bundle, or anything a live lease holds. Dry run by default.
+"""
+
+
+@app.command("gc", help=GC_HELP)
+@user_errors_exit
+def gc(
+    root: Annotated[Path, typer.Argument(help="A cache root, or one .zarr store.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Remove what is listed (default: only list it).")] = False,
+    min_age: Annotated[float, typer.Option(min=0, help="Seconds a temporary or lease leftover must be untouched.")] = 600.0,
+    run_log_days: Annotated[float, typer.Option(min=0, help="Remove run logs finished more than this many days ago.")] = 90.0,
+) -> None:
+    from vqacache.cache_spec.gc import apply_gc, plan_gc
+
+    plan = plan_gc(root, min_age_s=min_age, run_log_days=run_log_days)
+    table = Table("kind", "size", "path", "why")
+    for item in plan.items:
+        table.add_row(item.kind, _size(item.bytes), escape(str(item.path)), escape(item.reason))
+    if plan.items:
+        console.print(table)
+    for line in plan.kept:
+        console.print(f"kept: {line}", markup=False, highlight=False)
+    if not yes:
+        console.print(f"dry run: {len(plan.items)} items, {_size(plan.bytes)} ({plan.bytes} bytes) would be freed; "
+                      "rerun with --yes to remove them", highlight=False)
+        return
+    result = apply_gc(plan, min_age_s=min_age)
+    for line in result.skipped:
+        console.print(f"skipped: {line}", markup=False, highlight=False)
+    console.print(f"removed {len(result.removed)} items, freed {_size(result.bytes_freed)} ({result.bytes_freed} bytes)",
+                  highlight=False)
+
+
+DIFF_HELP = """Compare two stores: spec fields, videos in one only, and for videos in both the largest absolute and relative feature difference.
+
+Exit codes: 0 equal (same spec, same videos and frames, every value equal within float16 rounding); 1 different; 2 usage error.
+"""
+
+
+@app.command("diff", help=DIFF_HELP)
+@user_errors_exit
+def diff(
+    a: Annotated[Path, typer.Argument(help="First store.")],
+    b: Annotated[Path, typer.Argument(help="Second store.")],
+    sample: Annotated[int, typer.Option(min=0, help="Compare only this many shared videos, evenly spread (0: all).")] = 0,
+) -> None:
+    from vqacache.cache_spec.diff import diff_stores
+
+    d = diff_stores(open_store(a), open_store(b), sample or None)
+    for line in d.spec:
+        console.print(f"spec: {line}", markup=False, highlight=False)
+    for label, ids in (("only in A", d.only_a), ("only in B", d.only_b)):
+        if ids:
+            shown = ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
+            console.print(f"{label}: {shown}", markup=False, highlight=False)
+    for line in d.mismatched[:20]:
+        console.print(f"mismatch: {line}", markup=False, highlight=False)
+    for name, ad in sorted(d.arrays.items()):
+        verdict = "within fp16 rounding" if ad.within_fp16 else "DIFFERENT"
+        console.print(f"{name}: max abs {ad.max_abs:.3g} (video {ad.worst_video}), max rel {ad.max_rel:.3g}: {verdict}",
+                      markup=False, highlight=False)
+    console.print(f"compared {len(d.compared)} of {d.common} shared videos: {'EQUAL' if d.equal else 'DIFFERENT'}",
+                  markup=False, highlight=False)
+    raise typer.Exit(0 if d.equal else 1)
+
+
+@app.command("du", help="Bytes per dataset, encoder and kind of output under a cache root; with --data-root, the projection for each dataset's full video list.")
+@user_errors_exit
+def du(
+    root: Annotated[Path, typer.Argument(help="A cache root, or one .zarr store.")],
+    data_root: Annotated[Path | None, typer.Option(help="Dataset root, to project each store to its dataset's full video list.")] = None,
+    split: Annotated[list[str] | None, typer.Option(help="Only these splits' videos for the projection (repeatable).")] = None,
+) -> None:
+    from vqacache.cache_spec.du import store_usage
+    from vqacache.cache_spec.gc import find_stores
+
+    usages = [store_usage(p) for p in find_stores(root)]
+    kinds = sorted({k for u in usages for k in u.by_kind})
+    table = Table("dataset", "encoder", "fingerprint", "videos", *kinds, "total", "projected")
+    expected: dict[str, int] = {}
+    per_dataset: dict[str, int] = {}
+    for u in usages:
+        projected = ""
+        if data_root is not None:
+            if u.dataset not in expected:
+                ids, _ = _expected(u.dataset, None, data_root, split)
+                expected[u.dataset] = len(ids)
+            p = u.projection(expected[u.dataset])
+            projected = "" if p is None else f"{_size(p)} ({expected[u.dataset]} videos)"
+        per_dataset[u.dataset] = per_dataset.get(u.dataset, 0) + u.total
+        table.add_row(escape(u.dataset), escape(u.encoder), u.fingerprint[:12], str(u.complete),
+                      *[_size(u.by_kind.get(k, 0)) for k in kinds], _size(u.total), escape(projected))
+    console.print(table)
+    for name, total in sorted(per_dataset.items()):
+        console.print(f"dataset {name}: {_size(total)} ({total} bytes)", markup=False, highlight=False)
+    console.print(f"all: {_size(sum(per_dataset.values()))} ({sum(per_dataset.values())} bytes) in {len(usages)} stores",
+                  markup=False, highlight=False)
+
+
+@app.callback()
+def _options(
+    umask: Annotated[str | None, typer.Option(help="Umask for files and folders this run creates (e.g. 002: group-writable; default: yours).")] = None,
+) -> None:
+    from vqacache.cache_spec.permissions import apply_umask
+
+    try:
+        apply_umask(umask)
+    except UsageError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     app()
