@@ -9,17 +9,21 @@ Mutations planted in a copy of ``heads/methods/sparc.py`` (run with the copy fir
 ``PYTHONPATH``), each made at least one test here fail (results of the last run in brackets):
 
 1. ignore the teacher (the causal set is every real frame) and zero out L_c and L_s
-   -> ``test_causal_set_by_hand``, ``test_losses_by_hand`` fail [failed: 3 tests].
+   -> ``test_causal_set_by_hand``, ``test_losses_by_hand`` fail [4 failed: also the
+   single-frame and HGA-clip tests].
 2. Temporal Guided Mixup mixes every frame, not only the causal ones
-   -> ``test_mixup_touches_only_causal_frames`` fails [failed: 1 test].
+   -> ``test_mixup_touches_only_causal_frames`` fails [1 failed].
 3. the threshold test ``p_a >= t`` instead of ``p_a > t``
-   -> ``test_causal_set_by_hand`` fails (the row with p_a = t exactly) [failed: 2 tests].
+   -> ``test_causal_set_by_hand`` fails (the row with p_a = t exactly) [3 failed].
 4. L_c in the reverse KL order, KL(M(V_c, Q) || M(V, Q)) (this file's earlier formula)
-   -> ``test_losses_by_hand`` fails [failed: 1 test].
+   -> ``test_losses_by_hand`` fails [1 failed].
 5. the teacher mixed with 1 - lambda instead of lambda
-   -> ``test_mixup_touches_only_causal_frames`` fails [failed: 1 test].
+   -> ``test_mixup_touches_only_causal_frames`` fails [1 failed].
 6. partners drawn by a plain ``randperm`` over the batch (rows with other candidate slots)
-   -> ``test_pairing_keeps_candidate_slots`` fails [failed: 2 tests].
+   -> ``test_pairing_keeps_candidate_slots`` fails [1 failed].
+
+The script that plants them: a copy of ``src/`` per mutation, ``PYTHONPATH=COPY/src uv run
+--no-sync pytest tests/test_sparc.py`` (13 tests; 9 to 12 pass under each mutation).
 """
 
 from __future__ import annotations
