@@ -339,3 +339,26 @@ def test_trains_on_hga_and_needs_a_teacher(store, tmp_path):
                                n_patches=2, teacher=False).path
     with pytest.raises(MissingTeacher):
         train(TrainConfig(method="sparc", store=str(bare), out=str(tmp_path / "b"), epochs=1, args=small))
+
+
+def test_cli_preset_sparc_hga(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from vqacache.cli.train_head import app
+
+    runner = CliRunner()
+    base = ["--store", str(store), "--preset", "sparc-hga", "--epochs", "1", "--batch-size", "4",
+            "--method-arg", "hga_hidden=8", "--method-arg", "fusion_rank=4"]
+    refused = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])  # Table 6's 16 frames; the teacher has 10
+    assert refused.exit_code == 2 and "--method-arg num_frames=16" in refused.output
+    ok = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--method-arg", "num_frames=0"])
+    assert ok.exit_code == 0, ok.output
+    import json
+
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["optim"]["optimizer"] == "adam" and cfg["optim"]["lr"] == 1e-4 and cfg["batch_size"] == 4
+    assert cfg["args"]["backbone"] == "hga" and cfg["args"]["mixup_prob"] == 1.0 and cfg["args"]["num_frames"] == 10
+    wrong = runner.invoke(app, [*base, "--out", str(tmp_path / "c"), "--method", "uniform"])
+    assert wrong.exit_code == 2 and "--preset sparc-hga trains --method sparc" in wrong.output
+    unknown = runner.invoke(app, ["--store", str(store), "--out", str(tmp_path / "d"), "--preset", "nope"])
+    assert unknown.exit_code == 2 and "valid: hga, hga-agqa, sparc-hga, sparc-hga-agqa" in unknown.output

@@ -1,4 +1,7 @@
-"""``vqa-train-head``: train a head (uniform, videodistill, sparc, vlap, siasamrea, mcg) on feature stores.
+"""``vqa-train-head``: train a head (uniform, videodistill, hga, sparc, vlap, siasamrea, mcg) on feature stores.
+
+``--preset NAME`` (``vqacache.heads.presets``: ``sparc-hga`` ...) sets a paper's method, method
+arguments and training settings; explicit options and ``--method-arg`` pairs win over it.
 
 ``--method-arg KEY=VALUE`` (repeatable) sets any of the method's arguments, typed by its
 default (int, float, bool, str); unknown keys list the valid ones. ``--weights`` names the
@@ -28,6 +31,8 @@ from vqacache.cache_spec import UsageError
 from vqacache.cache_spec.layout import safe_name
 from vqacache.cli._common import user_errors_exit
 from vqacache.heads.methods import get_method, parse_method_args
+from vqacache.heads.methods.sparc import HELP as SPARC_HELP
+from vqacache.heads.presets import PRESETS, apply_preset
 from vqacache.heads.questions import Question
 from vqacache.heads.train import TrainConfig, train
 
@@ -135,8 +140,12 @@ def resolve_store(store: Path | None, dataset: str | None, encoder: str | None, 
 @app.command(help="Train a VideoQA head from cached features; checkpoints, metrics and predictions go to --out.")
 @user_errors_exit
 def run(
-    method: Annotated[str, typer.Option(help="uniform, videodistill, sparc, vlap, siasamrea or mcg.")],
     out: Annotated[Path, typer.Option(help="Run directory.")],
+    method: Annotated[str | None, typer.Option(
+        help="uniform, videodistill, hga, sparc, vlap, siasamrea or mcg (with --preset: the preset's).")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="Named paper settings (method, arguments, optimiser, lr, epochs, batch size); explicit options win: "
+             + ", ".join(f"{p.name} ({p.source})" for p in PRESETS.values()) + ".")] = None,
     store: Annotated[
         list[str] | None,
         typer.Option(help="PATH of the primary .zarr store, or ROLE=PATH to take one input (cls, patch, text, "
@@ -153,8 +162,8 @@ def run(
     ] = False,
     encoder: Annotated[str | None, typer.Option(help="Encoder name of the store.")] = None,
     cache_root: Annotated[Path | None, typer.Option(help="Root of the feature cache.")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 10,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Default 10 (or the preset's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Default 8 (or the preset's).")] = None,
     lr: Annotated[float | None, typer.Option(help="Default: the method's (3e-5).")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Default: the method's (1e-3).")] = None,
     warmup: Annotated[float | None, typer.Option(help="Warm-up fraction of the steps (default 0.1).")] = None,
@@ -168,15 +177,18 @@ def run(
     num_layers: Annotated[int | None, typer.Option(help="L blocks (default 3).")] = None,
     num_heads: Annotated[int | None, typer.Option(help="Attention heads (default 8).")] = None,
     dim: Annotated[int | None, typer.Option(help="Model width (default: the patch width).")] = None,
-    backbone: Annotated[str | None, typer.Option(help="sparc and siasamrea: uniform or videodistill.")] = None,
-    threshold: Annotated[float | None, typer.Option(help="sparc: causal-frame threshold t (0.5).")] = None,
+    backbone: Annotated[str | None, typer.Option(
+        help="sparc: hga, uniform or videodistill; siasamrea: uniform or videodistill.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="sparc: causal-frame threshold t (0.5, this project's choice: the paper gives none).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     train_split: str = "train",
     val_split: str = "val",
     method_arg: Annotated[
         list[str] | None,
         typer.Option("--method-arg", help="KEY=VALUE setting one of the method's arguments (typed by its default); "
-                                          "repeatable. An unknown key lists the valid ones."),
+                                          "repeatable. An unknown key lists the valid ones. sparc: "
+                                          + "; ".join(f"{k}: {v}" for k, v in SPARC_HELP.items()) + "."),
     ] = None,
     weights: Annotated[
         str | None,
@@ -189,11 +201,20 @@ def run(
         "num_frames": num_frames, "num_select": num_select, "num_layers": num_layers, "num_heads": num_heads,
         "dim": dim, "backbone": backbone, "threshold": threshold,
     }
-    args = method_overrides(method, explicit, method_arg, weights)
+    training = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "warmup": warmup}
+    if preset is not None:
+        method, preset_args, training = apply_preset(preset, method, {}, training)
+        args = {**preset_args, **method_overrides(method, explicit, method_arg, weights)}
+    elif method is None:
+        raise UsageError("give --method (or a --preset)")
+    else:
+        args = method_overrides(method, explicit, method_arg, weights)
     primary, roles = parse_stores(store)
     config = TrainConfig(
-        method=method, store=str(resolve_store(primary, dataset, encoder, cache_root)), out=str(out), epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, seed=seed,
+        method=method, store=str(resolve_store(primary, dataset, encoder, cache_root)), out=str(out),
+        epochs=training["epochs"] or 10, batch_size=training["batch_size"] or 8, lr=training["lr"],
+        weight_decay=training["weight_decay"], warmup=training["warmup"], optimizer=training.get("optimizer"),
+        grad_clip=grad_clip, seed=seed,
         workers=workers, device=device, amp=amp, resume=resume, train_split=train_split, val_split=val_split,
         args=args, stores=roles, dataset=dataset,
         require_all_questions=require_all_questions,
