@@ -4,18 +4,25 @@ cached per-frame patch tokens.
 Per question: T frames (``num_frames``, 8; one in each of T equal parts of the question's
 frames: ``patch_frames="segments"``; ``text="strings"`` carries the question and candidate strings)
 -> the :class:`~vqacache.heads.modules.temporal_adapter.TemporalAdapter` -> X (B, 1 + P, D)
-and beta; the question through the text encoder (no visual input) -> Y (B, L, H) and its
+and beta; the question through the question encoder (no visual input) -> Y (B, L, H) and its
 last-layer CLS attention (alpha's source); then
 
 * ``L_ICL`` (eq. 1-3) on (x_cls, y_cls), ``L_TCL`` (eq. 4-7) on the patches and the words
   (the same projections g_x, g_y, as the released code), ``L_MCL`` = theta_1 L_ICL + theta_2 L_TCL
   (eq. 8; ``lambda_icl``, ``lambda_tcl``);
-* the fusor: the text encoder again, its first token replaced by [FUS], cross-attending X;
+* the fusor (cross-attending X, [FUS] first): ``text_model=blip`` (default) BLIP's text
+  encoder again, its first token replaced by [FUS]; ``text_model=bert`` (the paper's split) the
+  upper half of a BERT reading the question encoder's states (:mod:`..modules.bert_family`);
   ``L_VTM`` (eq. 9) on [FUS] of the positive pairs and of in-batch hard negatives
   (``lambda_vtm``);
 * ``head=generator``: the answer decoder reads the fusor's states; ``L_LM`` (eq. 10, label
   smoothing 0.1). ``head=classifier`` (MCG-CH, Table V): Linear(H -> A) on [FUS] with a
   cross-entropy, open-ended sets only.
+
+TCL's word and patch responses (eq. 4): ``response=softmax`` (default, the released code's
+attention at temperature 0.1) or ``response=tanh`` (the paper's memory read-out);
+``learn_tau2=true`` makes TCL's tau_2 a learnable temperature (start 0.1, clamped as tau_1;
+the paper calls it learnable, the released code fixes it at 0.1).
 
 ``contrast_text=question_answer`` gives ICL and TCL the question followed by its answer (a
 caption-like pair, as a pre-stage on QA data would see; the fusor and decoder still read the
@@ -49,11 +56,19 @@ from vqacache.cache_spec.errors import SpecMismatch, UnknownName, UsageError
 from vqacache.heads.data import build_answer_vocab, store_texts
 from vqacache.heads.methods.common import Method, answer_loss, zero_loss
 from vqacache.heads.modules.answer_decoder import MAX_LENGTH, NUM_BEAMS, beam_search, lm_loss
-from vqacache.heads.modules.bert_family import DEFAULT_WEIGHTS, load_text_parts
+from vqacache.heads.modules.bert_family import DEFAULT_WEIGHTS, TEXT_MODELS, load_text_parts, resolve_bert
 from vqacache.heads.modules.blip2_family import resolve_folder
 from vqacache.heads.modules.instance_contrast import InstanceContrast
 from vqacache.heads.modules.temporal_adapter import TemporalAdapter
-from vqacache.heads.modules.token_contrast import pool_words, saliency, token_contrast, word_index
+from vqacache.heads.modules.token_contrast import (
+    RESPONSES,
+    TCL_TEMP,
+    TokenTemperature,
+    pool_words,
+    saliency,
+    token_contrast,
+    word_index,
+)
 from vqacache.heads.modules.video_text_matching import hard_negatives, matching_loss
 from vqacache.heads.modules.word_tokenizer import word_vocab
 
@@ -61,7 +76,8 @@ HEADS = ("generator", "classifier")
 MC_SCORES = ("match", "likelihood")
 CONTRAST_TEXTS = ("question", "question_answer")
 DEFAULTS: dict[str, Any] = {
-    "num_frames": 8, "weights": DEFAULT_WEIGHTS, "size": "checkpoint", "weights_seed": 0, "head": "generator",
+    "num_frames": 8, "text_model": "blip", "weights": "default", "size": "checkpoint", "weights_seed": 0,
+    "head": "generator", "response": "softmax", "learn_tau2": False,
     "lambda_icl": 1.0, "lambda_tcl": 1.0, "lambda_vtm": 1.0, "mc_score": "match", "adapter_layers": 2,
     "adapter_heads": 4, "max_text_len": 40, "num_beams": NUM_BEAMS, "max_answer_len": MAX_LENGTH,
     "answer_split": "train", "contrast_text": "question",
@@ -76,6 +92,15 @@ def _check_args(args: dict[str, Any]) -> None:
         raise UnknownName(f"unknown mcg mc_score {args['mc_score']!r}; valid: {', '.join(MC_SCORES)}")
     if args["contrast_text"] not in CONTRAST_TEXTS:
         raise UnknownName(f"unknown mcg contrast_text {args['contrast_text']!r}; valid: {', '.join(CONTRAST_TEXTS)}")
+    if args["text_model"] not in TEXT_MODELS:
+        raise UnknownName(f"unknown mcg text_model {args['text_model']!r}; valid: {', '.join(TEXT_MODELS)}")
+    if args["response"] not in RESPONSES:
+        raise UnknownName(f"unknown mcg response {args['response']!r}; valid: {', '.join(RESPONSES)}")
+
+
+def resolved_weights(args: dict[str, Any]) -> str:
+    """``weights`` with ``default`` replaced by the text model's checkpoint."""
+    return DEFAULT_WEIGHTS[args["text_model"]] if args["weights"] == "default" else args["weights"]
 
 
 def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
@@ -90,12 +115,14 @@ def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
         refs = []
     open_ended = bool(refs) and refs[0].n_candidates == 0
     answers = build_answer_vocab(refs) if open_ended else []
-    extra: dict[str, Any] = {"answer_vocab": answers}
-    if args["weights"] == "random":
+    weights = resolved_weights(args)
+    extra: dict[str, Any] = {"answer_vocab": answers, "weights": weights}
+    if weights == "random":
         extra["weights_identity"] = f"random:{args['weights_seed']}"
         extra["vocab"] = word_vocab([*store_texts(stores), *answers])
     else:
-        extra["weights_identity"] = resolve_folder(args["weights"])[1]
+        resolve = resolve_bert if args["text_model"] == "bert" else resolve_folder
+        extra["weights_identity"] = resolve(weights)[1]
         extra["vocab"] = None
     return extra
 
@@ -115,20 +142,20 @@ class McgModel(nn.Module):
                              f"run has {dims['num_answers']}: pass --method-arg answer_split=<the training split>")
         if args["head"] == "classifier" and not self.open_ended:
             raise UsageError("mcg head=classifier (MCG-CH) is for open-ended sets; multiple choice uses the matching head")
-        parts = load_text_parts(args["weights"], size=args["size"], vocab=args.get("vocab"), seed=args["weights_seed"])
-        if parts.identity != args["weights_identity"]:
-            raise SpecMismatch(f"weights {args['weights']} are now {parts.identity}, the run recorded "
+        text = load_text_parts(resolved_weights(args), text_model=args["text_model"], size=args["size"],
+                               vocab=args.get("vocab"), seed=args["weights_seed"])
+        if text.identity != args["weights_identity"]:
+            raise SpecMismatch(f"weights {args['weights']} are now {text.identity}, the run recorded "
                                f"{args['weights_identity']}")
-        self.parts = parts
-        self.tokenizer = parts.tokenizer
-        self.encoder, self.decoder = parts.encoder, parts.decoder
-        H, D = parts.width, parts.video_width
+        self.text = text  # question encoder, fusor, answer decoder (bert_family)
+        self.tokenizer = text.tokenizer
+        H, D = text.width, text.video_width
         self.adapter = TemporalAdapter(dims["patch_dim"], D, args["num_frames"], dims["num_patches"],
                                        args["adapter_layers"], args["adapter_heads"])
         self.icl = InstanceContrast(D, H)
+        self.tau2 = TokenTemperature() if args["learn_tau2"] else None
         self.vtm_head = nn.Linear(H, 2)
         self.classifier = nn.Linear(H, dims["num_answers"]) if args["head"] == "classifier" else None
-        self._captured: list[Tensor] = []
 
     # -- text ------------------------------------------------------------------------------
 
@@ -148,33 +175,21 @@ class McgModel(nn.Module):
     def encode_question(self, texts: list[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """-> Y (B, L, H), mask (B, L), ids (B, L), CLS attention of the last layer (B, L)."""
         ids, mask = self.tokenize(texts)
-        attn_module = self.encoder.encoder.layer[-1].attention.self
-        handle = attn_module.register_forward_hook(lambda m, i, o: self._captured.append(o[1]))
-        try:
-            y = self.encoder(input_ids=ids, attention_mask=mask, is_decoder=False).last_hidden_state
-        finally:
-            handle.remove()
-        cls_attn = self._captured.pop()[:, :, 0].mean(1).detach()  # (B, L)
-        self._captured.clear()
+        y, cls_attn = self.text.encode(ids, mask)
         return y, mask, ids, cls_attn
 
     def fuse(self, texts: list[str], x: Tensor) -> tuple[Tensor, Tensor]:
         """texts (B,), X (B, 1 + P, D) -> fusor states (B, L, H) ([FUS] first), mask (B, L)."""
-        ids, mask = self.tokenize(texts, first=self.parts.fus_id)
-        xmask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
-        out = self.encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=x, encoder_attention_mask=xmask,
-                           is_decoder=False).last_hidden_state
-        return out, mask
+        ids, mask = self.tokenize(texts)
+        return self.text.fuse(ids, mask, x)
 
     def decode_logits(self, answers: list[str], states: Tensor, smask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """-> decoder logits (B, L, V), ids (B, L) ([GEN] answer [SEP]), mask (B, L)."""
-        ids, mask = self.tokenize(answers, first=self.parts.gen_id, max_len=self.args["max_answer_len"])
-        logits = self.decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=states,
-                              encoder_attention_mask=smask, is_decoder=True).logits
-        return logits, ids, mask
+        ids, mask = self.tokenize(answers, first=self.text.gen_id, max_len=self.args["max_answer_len"])
+        return self.text.decode(ids, mask, states, smask), ids, mask
 
     def word_index(self, ids: Tensor) -> Tensor:
-        rows = [word_index(self.tokenizer.convert_ids_to_tokens(r.tolist()), self.parts.specials) for r in ids]
+        rows = [word_index(self.tokenizer.convert_ids_to_tokens(r.tolist()), self.text.specials) for r in ids]
         return torch.tensor(rows, device=ids.device)
 
     # -- losses ----------------------------------------------------------------------------
@@ -197,7 +212,8 @@ class McgModel(nn.Module):
             pemb = nn.functional.normalize(self.icl.video_proj(x[:, 1:]), dim=-1)
             alpha = saliency(word_attn, wmask)
             beta = saliency(beta_raw, torch.ones_like(beta_raw, dtype=torch.bool))
-            out["l_tcl"] = token_contrast(wemb, pemb, wmask, alpha, beta)
+            tau2 = self.tau2() if self.tau2 is not None else TCL_TEMP
+            out["l_tcl"] = token_contrast(wemb, pemb, wmask, alpha, beta, tau2, a["response"])
         if a["lambda_vtm"] and len(questions) > 1:
             neg_t, neg_v = hard_negatives(sim)
             pos, _ = self.fuse(questions, x)
@@ -264,12 +280,11 @@ class McgModel(nn.Module):
             def step(ids: Tensor, b: int = b) -> Tensor:
                 n = ids.shape[0]
                 ids = ids.to(fused.device)
-                logits = self.decoder(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                      encoder_hidden_states=fused[b:b + 1].expand(n, -1, -1),
-                                      encoder_attention_mask=fmask[b:b + 1].expand(n, -1), is_decoder=True).logits
+                logits = self.text.decode(ids, torch.ones_like(ids), fused[b:b + 1].expand(n, -1, -1),
+                                          fmask[b:b + 1].expand(n, -1))
                 return logits[:, -1].float().log_softmax(-1).cpu()
 
-            ids = beam_search(step, self.parts.gen_id, self.parts.eos_id, self.args["num_beams"],
+            ids = beam_search(step, self.text.gen_id, self.text.eos_id, self.args["num_beams"],
                               self.args["max_answer_len"])
             out.append(self.tokenizer.decode(ids, skip_special_tokens=True))
         return out
