@@ -112,7 +112,14 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read the annotations only: print questions, videos and videos missing on disk per split, then exit.")
     ] = False,
+    umask: Annotated[
+        str | None, typer.Option(help="Umask for what this run and its local workers create, e.g. 002 for a root shared "
+                                 "by a group (docs/lab-root.md); default: yours.")
+    ] = None,
 ) -> None:
+    from vqacache.cache_spec.permissions import apply_umask
+
+    apply_umask(umask)  # before any worker starts: local workers inherit it
     if dry_run:
         print_dry_run(dataset, data_root, tuple(split or ()), tuple(dataset_option or ()))
         return
