@@ -1,19 +1,23 @@
 """Diagnostic: do frame selection and SpARC help where the answer sits in one or two frames?
 
-    uv run python benchmarks/diagnostic.py [--clips 300] [--epochs 8] [--teacher-noise 0.1]
+    uv run python benchmarks/diagnostic.py [--clips 300] [--epochs 8] [--seeds 3] [--teacher-noise 0.1]
 
 Writes a synthetic temporal VideoQA store (vqacache.heads.synthetic: N=32 frames per clip,
 the answer shown only on the question's 1-2 key frames among distractors; a synthetic
-image-QA teacher with configurable noise, labelled synthetic in the store's spec), trains
-uniform, videodistill and sparc (backbone videodistill) with the same budget (epochs, batch,
-lr, widths), and prints test accuracy (last epoch, no selection on the test split), the
-sampler's hit rate (share of test questions where a selected frame is a key frame) against
-uniform's and against K/N, and the SpARC gain. Last line JSON.
+image-QA teacher with configurable noise, labelled synthetic in the store's spec; the teacher
+scores all 32 frames, so the model's frames are the teacher's as SpARC's A.3 asks), and
+trains, with the same budget (epochs, batch, lr, widths) and each of ``--seeds`` training
+seeds on that one store: uniform, videodistill, sparc(videodistill), hga and sparc(hga)
+(``--rows`` picks a subset). A SpARC row uses its backbone's optimiser, weight decay and
+warm-up (videodistill: AdamW, 1e-3, 10%; hga: Adam, 0, none), so the gain is SpARC's alone.
+Prints each row's test accuracy (last epoch, no selection on the test split) as the mean over
+seeds with its standard error (std / sqrt(seeds)), the sampler's hit rate (share of test
+questions where a selected frame is a key frame; videodistill and sparc(videodistill)) against
+uniform's and K/N, and SpARC's gain over each backbone with the standard error of the
+difference of the two means. Last line JSON (accuracies in percent).
 
 The learning rate is 1e-3 (heads trained from scratch on a tiny problem), not the paper's
-3e-5 (fine-tuning a pre-trained model).
-
-    uv run python benchmarks/diagnostic.py --method vlap [options of vlap_diagnostic.py]
+3e-5 / 1e-4 (fine-tuning, or HGA on NExT-QA's features over 60 epochs).
 
 VLAP (issue 12): runs ``benchmarks/vlap_diagnostic.py`` (see its docstring).
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -69,6 +74,25 @@ def hit_rate(run: Path, store: Path, keys: dict[str, set[int]]) -> float:
 
 
 
+ROWS = {
+    "uniform": ("uniform", {}, "uniform"),
+    "videodistill": ("videodistill", {}, "videodistill"),
+    "sparc(videodistill)": ("sparc", {"backbone": "videodistill"}, "videodistill"),
+    "hga": ("hga", {}, "hga"),
+    "sparc(hga)": ("sparc", {"backbone": "hga"}, "hga"),
+}
+"""Row -> (method, its extra arguments, the backbone whose optimiser settings it uses)."""
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """(mean, standard error std/sqrt(n) with the n-1 std; 0 for a single value)."""
+    n = len(values)
+    mu = sum(values) / n
+    if n < 2:
+        return mu, 0.0
+    return mu, math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1) / n)
+
+
 SCRIPTS = {"vlap": "vlap_diagnostic", "siasamrea": "siasamrea_diagnostic", "mcg": "mcg_diagnostic"}
 """``--method NAME`` -> the module in benchmarks/ that holds that method's diagnostic (its own options)."""
 
@@ -95,7 +119,7 @@ def main() -> None:
         return
     p = argparse.ArgumentParser()
     p.add_argument("--method", choices=("selection", *SCRIPTS), default="selection",
-                   help="selection: uniform / videodistill / sparc (default); "
+                   help="selection: uniform / videodistill / hga and sparc over both (default); "
                         + ", ".join(f"{m}: benchmarks/{s}.py (its own options)" for m, s in SCRIPTS.items()))
     p.add_argument("--device", default="cpu")
     p.add_argument("--clips", type=int, default=300)
@@ -107,9 +131,17 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--teacher-noise", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the store's seed; training seeds are seed, seed+1, ...")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per row (standard errors need >= 2)")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: shared machines)")
     p.add_argument("--out")
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    rows = [r for r in a.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown or a.seeds < 1:
+        p.error(f"--rows: unknown {', '.join(unknown)}; valid: {', '.join(ROWS)}" if unknown else "--seeds must be >= 1")
     t0 = time.perf_counter()
     tmp = tempfile.TemporaryDirectory()
     out = Path(a.out or tmp.name)
@@ -120,28 +152,45 @@ def main() -> None:
     print(f"store written ({a.clips} train / {a.test_clips} test clips, 2 questions each) in {time.perf_counter() - t0:.0f} s")
     keys = key_frames(store, "test")
     common = {"num_frames": a.frames, "num_select": a.select, "num_layers": 2, "num_heads": 4, "dim": a.dim}
-    runs = {"uniform": ("uniform", {}), "videodistill": ("videodistill", {}),
-            "sparc": ("sparc", {"backbone": "videodistill"})}
-    acc, hits = {}, {}
-    for name, (method, extra) in runs.items():
-        t = time.perf_counter()
-        m = train(TrainConfig(method=method, store=str(store), out=str(out / name), epochs=a.epochs,
-                              batch_size=a.batch_size, lr=a.lr, seed=a.seed, val_split="test", in_memory=True,
-                              args={**common, **extra}))
-        acc[name] = m["val_acc"]
-        hits[name] = hit_rate(out / name, store, keys) if name != "uniform" else None
-        print(f"{name}: test acc {acc[name]:.1f}%  ({time.perf_counter() - t:.0f} s)")
+    hga_args = {"num_frames": a.frames, "hga_hidden": a.dim, "fusion_rank": a.dim}
+    acc: dict[str, list[float]] = {r: [] for r in rows}
+    hits: dict[str, list[float]] = {r: [] for r in rows}
+    for name in rows:
+        method, args, backbone = ROWS[name]
+        optim = get_method(backbone).optim
+        for s in range(a.seeds):
+            t = time.perf_counter()
+            seed = a.seed + s
+            m = train(TrainConfig(
+                method=method, store=str(store), out=str(out / f"{name}-{seed}"), epochs=a.epochs,
+                batch_size=a.batch_size, lr=a.lr, seed=seed, val_split="test", in_memory=True, device=a.device,
+                optimizer=optim.get("optimizer", "adamw"), weight_decay=optim["weight_decay"], warmup=optim["warmup"],
+                args={**(hga_args if backbone == "hga" else common), **args}))
+            acc[name].append(m["val_acc"])
+            if backbone == "videodistill":
+                hits[name].append(hit_rate(out / f"{name}-{seed}", store, keys))
+            print(f"{name} seed {seed}: test acc {m['val_acc']:.1f}%  ({time.perf_counter() - t:.0f} s)", flush=True)
     # uniform's hit rate: its K uniform positions over the 32 frames
     uni_pos = set(torch.linspace(0, a.frames - 1, a.select).round().long().tolist())
-    hits["uniform"] = sum(bool(k & uni_pos) for k in keys.values()) / len(keys)
-    print(f"hit rate: videodistill {hits['videodistill']:.3f}, sparc {hits['sparc']:.3f}, uniform "
-          f"{hits['uniform']:.3f}, K/N {a.select / a.frames:.3f}")
-    print(f"videodistill - uniform: {acc['videodistill'] - acc['uniform']:+.1f} points; "
-          f"SpARC gain over its backbone: {acc['sparc'] - acc['videodistill']:+.1f} points")
+    uniform_hit = sum(bool(k & uni_pos) for k in keys.values()) / len(keys)
+    summary = {name: mean_se(v) for name, v in acc.items()}
+    for name, (mu, se) in summary.items():
+        hit = f"  hit rate {mean_se(hits[name])[0]:.3f}" if hits[name] else ""
+        print(f"{name:>20}: {mu:5.1f} +- {se:4.1f} % over {len(acc[name])} seeds{hit}")
+    print(f"uniform hit rate {uniform_hit:.3f}, K/N {a.select / a.frames:.3f}")
+    gains = {}
+    for sparc_row, base in (("sparc(videodistill)", "videodistill"), ("sparc(hga)", "hga")):
+        if sparc_row in summary and base in summary:
+            (m1, s1), (m0, s0) = summary[sparc_row], summary[base]
+            gains[base] = (m1 - m0, math.sqrt(s1 ** 2 + s0 ** 2))
+            print(f"SpARC gain over {base}: {m1 - m0:+.1f} +- {gains[base][1]:.1f} points")
     print(json.dumps({
-        "uniform_acc": acc["uniform"], "videodistill_acc": acc["videodistill"], "sparc_acc": acc["sparc"],
-        "sampler_hit_rate": hits["videodistill"], "sparc_hit_rate": hits["sparc"], "uniform_hit_rate": hits["uniform"],
-        "k_over_n": a.select / a.frames, "teacher_noise": a.teacher_noise, "minutes": (time.perf_counter() - t0) / 60,
+        **{f"{n}_acc": summary[n][0] for n in summary}, **{f"{n}_acc_se": summary[n][1] for n in summary},
+        **{f"{n}_accs": acc[n] for n in acc},
+        **{f"sparc_gain_over_{b}": g[0] for b, g in gains.items()}, **{f"sparc_gain_over_{b}_se": g[1] for b, g in gains.items()},
+        **{f"{n}_hit_rate": mean_se(hits[n])[0] for n in hits if hits[n]}, "uniform_hit_rate": uniform_hit,
+        "k_over_n": a.select / a.frames, "teacher_noise": a.teacher_noise, "seeds": a.seeds, "epochs": a.epochs,
+        "minutes": (time.perf_counter() - t0) / 60,
     }))
 
 
