@@ -362,3 +362,17 @@ def test_cli_preset_sparc_hga(store, tmp_path):
     assert wrong.exit_code == 2 and "--preset sparc-hga trains --method sparc" in wrong.output
     unknown = runner.invoke(app, ["--store", str(store), "--out", str(tmp_path / "d"), "--preset", "nope"])
     assert unknown.exit_code == 2 and "valid: hga, hga-agqa, sparc-hga, sparc-hga-agqa" in unknown.output
+
+
+def test_open_ended_answers_outside_the_teachers_top_k_are_counted():
+    batch = {k: v for k, v in make_batch().items() if k not in ("cand", "cand_mask")}  # open-ended
+    teacher = batch["imageqa"].clone()
+    teacher[1, :, ANSWER[1]] = 0.0  # row 1's answer is outside the teacher's top-k on every frame
+    teacher[2, 0, ANSWER[2]] = 0.0  # row 2's only on one frame: still inside
+    batch["imageqa"] = teacher
+    _, logs = sparc.loss(Probe(W, BIAS), batch, ARGS)
+    assert logs["outside_topk"] == pytest.approx(1 / 3)
+    terms = sparc_terms(Probe(W, BIAS), batch, ARGS, j=torch.tensor([1, 3, 2]), mixup=False)
+    assert terms.causal[1].tolist() == [True] * 4  # p_a = 0 everywhere: the fallback
+    _, mc_logs = sparc.loss(Probe(W, BIAS), make_batch(), ARGS)
+    assert "outside_topk" not in mc_logs  # multiple choice: nothing to report

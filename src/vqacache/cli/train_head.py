@@ -221,6 +221,10 @@ def run(
     )
     questions = adapter_questions(dataset, data_root, (train_split, val_split)) if data_root is not None else None
     metrics = train(config, RichTrainReporter(), questions)
+    if "train_outside_topk" in metrics:  # sparc with an open-ended teacher
+        typer.echo(f"teacher: {100 * metrics['train_outside_topk']:.1f}% of the last epoch's training answers are "
+                   "outside the open-ended teacher's top-k (p_a = 0 on every frame: causal set = all frames); "
+                   "vqa-featurize --imageqa-k raises k")
     typer.echo(f"done: best val acc {metrics.get('best_val_acc', float('nan')):.2f}; run in {out}")
 
 
