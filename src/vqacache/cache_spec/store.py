@@ -62,6 +62,7 @@ from vqacache.cache_spec.teacher_arrays import set_teacher_spec, write_imageqa
 from vqacache.cache_spec.teacher_spec import TeacherSpec
 from vqacache.cache_spec.patch_frames import patch_frame_rows
 from vqacache.cache_spec.permissions import check_writable
+from vqacache.cache_spec.remote import StoreURL, is_url, remote_nbytes
 from vqacache.cache_spec.video_writer import PATCH_PTS, VideoWriter, utcnow
 
 __all__ = [
@@ -137,6 +138,14 @@ def open_store(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if is_url(path):  # s3://, gs://, https://, file://: read-only, through zarr's fsspec store
+        if mode != "r":
+            raise StoreError(f"store {path} is a URL: it opens read-only (write locally, then vqa-cache sync)")
+        store = FeatureStore(StoreURL(str(path)), writable=False)
+        if spec is not None and spec.fingerprint() != store.fingerprint:
+            changes = "; ".join(store.spec.diff(spec)) or "fingerprints differ"
+            raise SpecMismatch(f"store {path} was written with another spec ({changes}); refusing to mix features")
+        return store
     path = Path(path)
     if not (path / "zarr.json").exists():
         if mode == "r":
@@ -194,9 +203,9 @@ class FeatureStore:
         self.path = path
         self.writable = writable
         try:
-            self.root = zarr.open_group(path, mode="r+" if writable else "r", zarr_format=3)
+            self.root = zarr.open_group(str(path) if is_url(path) else path, mode="r+" if writable else "r", zarr_format=3)
             meta = dict(self.root.attrs)[ROOT_ATTR]
-        except (KeyError, FileNotFoundError, ValueError) as exc:
+        except (KeyError, FileNotFoundError, ValueError, ImportError) as exc:
             raise StoreError(f"{path} is not a vqacache store ({exc.__class__.__name__}: {exc})") from None
         version = meta.get("format_version")
         if version != FORMAT_VERSION:
@@ -566,6 +575,8 @@ class FeatureStore:
     # -- summary -------------------------------------------------------------------------
 
     def nbytes_on_disk(self) -> int:
+        if is_url(self.path):
+            return remote_nbytes(str(self.path))
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
     def summary(self) -> dict[str, Any]:

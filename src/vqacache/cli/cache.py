@@ -50,7 +50,7 @@ def ls(cache_root: Annotated[Path, typer.Option(help="Root of the feature cache.
 
 @app.command("info", help="Show one store's spec, counts and failures.")
 @user_errors_exit
-def info(store: Annotated[Path, typer.Argument(help="Path of a .zarr store.")]) -> None:
+def info(store: Annotated[str, typer.Argument(help="Path or fsspec URL (s3://, gs://, https://) of a .zarr store.")]) -> None:
     st = open_store(store)
     s = st.summary()
     console.print(f"[bold]{escape(str(st.path))}[/]")
@@ -120,7 +120,7 @@ Exit codes: 0 clean; 1 something is corrupt, incomplete or missing (or failed, w
 @app.command("verify", help=VERIFY_HELP)
 @user_errors_exit
 def verify(
-    store: Annotated[Path, typer.Argument(help="Path of a .zarr store.")],
+    store: Annotated[str, typer.Argument(help="Path or fsspec URL (s3://, gs://, https://) of a .zarr store.")],
     dataset: Annotated[
         str | None, typer.Option(help="Dataset whose videos must all be in the store (default: the store's, when --data-root is given).")
     ] = None,
@@ -277,8 +277,8 @@ Exit codes: 0 equal (same spec, same videos and frames, every value equal within
 @app.command("diff", help=DIFF_HELP)
 @user_errors_exit
 def diff(
-    a: Annotated[Path, typer.Argument(help="First store.")],
-    b: Annotated[Path, typer.Argument(help="Second store.")],
+    a: Annotated[str, typer.Argument(help="First store (path or fsspec URL).")],
+    b: Annotated[str, typer.Argument(help="Second store (path or fsspec URL).")],
     sample: Annotated[int, typer.Option(min=0, help="Compare only this many shared videos, evenly spread (0: all).")] = 0,
 ) -> None:
     from vqacache.cache_spec.diff import diff_stores
