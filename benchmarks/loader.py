@@ -1,78 +1,186 @@
-"""Samples/s of a training loop reading from a store vs the same loop over in-memory tensors.
+"""Samples/s of a training loop reading from a store vs the same loop over in-memory batches.
 
-    uv run python benchmarks/loader.py [--store PATH] [--method videodistill] [--workers 2]
+    uv run python benchmarks/loader.py [--shape both|synthetic|nextqa] [--workers 2]
+        [--nextqa-videos 5000] [--nextqa-store PATH] [--store PATH --method videodistill]
 
-Without ``--store`` a synthetic store (vqacache.heads.synthetic) is written to a temporary
-folder. One run of each: the same model, batch size and number of steps; "store" builds
-each batch with a DataLoader over QADataset (lazy zarr reads, ``--workers`` processes),
-"memory" iterates over the same batches collated once beforehand. Last line: JSON with
-store_samples_per_s, memory_samples_per_s, store_vs_memory.
+Two store shapes, each written to a temporary folder unless given:
+
+* ``synthetic``: the diagnostic's store (:mod:`vqacache.heads.synthetic`, 150 clips x 2
+  questions, 32 frames, E = W = 32, 4 patch tokens), method ``videodistill`` (reads the cls and
+  patch tokens of all N = 32 frames, text, candidates and the teacher's probabilities);
+* ``nextqa``: NExT-QA's shape: ``--nextqa-videos`` videos (5,000) x 5 questions x 5
+  candidates, 100 frames of float16 CLS (E = 512) and patch tokens (4 a frame, W = 768: a
+  ``--patch-pool 7`` CLIP ViT-B/16 store), text E = 512; method ``uniform`` with N = 100,
+  K = 16: each sample reads 100 CLS rows and 16 frames' patches ("patches for 16").
+
+For each shape, the same model, batch size and optimiser step; a run is ``--steps`` training
+steps, timed:
+
+1. ``cold``: a fresh DataLoader (``--workers`` processes, ``persistent_workers``), from
+   ``iter()``: **includes** worker start-up and the first open of each video visited (zarr
+   metadata, pts, shard indexes); compared with one in-memory run right after it.
+2. Not timed: the rest of that epoch is drawn from the loader without training, so every
+   worker has opened every video once, as in any epoch after the first of a training run
+   (the training loop keeps its workers and their open readers across epochs).
+3. ``--rounds`` pairs, back to back: ``store``, the steady state: a new epoch's first steps
+   from ``iter()`` on the same loader (reads, collation and the transfer from the workers;
+   their prefetch starts at ``iter()``, inside the timed region), then ``memory``: the same
+   number of steps over batches collated once beforehand (no reads). ``store_vs_memory`` is
+   the median of the rounds' ratios, so both sides of a ratio saw the same machine load.
+
+Also, less sensitive to other processes' load: CPU time of this process per sample for reading
+(``ds[i]`` + collate, warm readers, no workers) and for the training step.
+
+Last line: one JSON object, per shape ``store_samples_per_s``, ``cold_samples_per_s``,
+``memory_samples_per_s``, ``store_vs_memory`` (steady / memory), ``cold_vs_memory``. On a
+shared machine the absolute figures move with the load; compare the ratios of one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from vqacache.cache_spec import open_store
 from vqacache.heads.data import QADataset, collate
 from vqacache.heads.methods import get_method, method_args
-from vqacache.heads.synthetic import make_temporal_store
+from vqacache.heads.synthetic import make_temporal_store, synthetic_spec
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--store")
-    p.add_argument("--method", default="videodistill")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--num-frames", type=int, default=32)
-    p.add_argument("--num-select", type=int, default=4)
-    p.add_argument("--dim", type=int, default=64)
-    a = p.parse_args()
-    tmp = tempfile.TemporaryDirectory()
-    store = a.store or str(make_temporal_store(Path(tmp.name) / "s.zarr", {"train": 150}, n_frames=a.num_frames).path)
-    method = get_method(a.method)
-    args = method_args(method, {"num_frames": a.num_frames, "num_select": a.num_select, "num_layers": 2,
-                                "num_heads": 4, "dim": a.dim})
+def make_nextqa_shaped_store(path: Path, n_videos: int, n_frames: int = 100, questions: int = 5, candidates: int = 5,
+                             cls_dim: int = 512, patch_dim: int = 768, n_patches: int = 4) -> Path:
+    """Random features in NExT-QA's shape (see the module doc); reused when ``path`` exists."""
+    if (path / "zarr.json").exists():
+        return path
+    params = {"shape": "nextqa", "n_videos": n_videos, "n_frames": n_frames, "questions": questions}
+    spec = dataclasses.replace(synthetic_spec(**params), dtype="float16")
+    store = open_store(path, "a", spec=spec, dataset="synthetic-nextqa-shape")
+    rng = np.random.default_rng(0)
+    pts = np.arange(n_frames) / 7.5
+    for v in range(n_videos):
+        vid = f"v{v:05d}"
+        with store.write_video(vid, {"source": {"synthetic": "nextqa-shape"}}) as w:
+            w.append(cls=rng.standard_normal((n_frames, cls_dim), np.float32),
+                     patch=rng.standard_normal((n_frames, n_patches, patch_dim), np.float32),
+                     pts=pts, src_index=np.arange(n_frames), is_repeat=np.zeros(n_frames, bool))
+        entries = [{"qid": f"{vid}_{q}", "question": f"q{q}", "candidates": [f"c{c}" for c in range(candidates)],
+                    "answer": int(rng.integers(candidates)), "qtype": "CW", "start": None, "end": None}
+                   for q in range(questions)]
+        store.write_questions("train", vid, entries, {
+            "text": rng.standard_normal((questions, cls_dim), np.float32),
+            "text_tokens": np.zeros((questions, 1, 8), np.float32), "text_len": np.ones(questions, np.int64),
+            "cand": rng.standard_normal((questions, candidates, cls_dim), np.float32),
+            "cand_tokens": np.zeros((questions, candidates, 1, 8), np.float32),
+            "cand_len": np.ones((questions, candidates), np.int64),
+        })
+    return path
+
+
+def measure(store: str, method_name: str, overrides: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
+    """The three timed runs of the module doc on one store."""
+    method = get_method(method_name)
+    args = method_args(method, overrides)
     ds = QADataset(store, "train", **method.data(args))
     torch.manual_seed(0)
     model = method.build(args, ds.dims())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-    def step(batch) -> None:
+    def step(batch: dict[str, Any]) -> None:
         loss, _ = method.loss(model, batch, args)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    loader = DataLoader(ds, batch_size=a.batch_size, shuffle=True, collate_fn=collate, num_workers=a.workers,
+    step(collate([ds[i] for i in range(a.batch_size)]))  # warm-up: lazy imports, allocator
+    gen = torch.Generator().manual_seed(0)
+    loader = DataLoader(ds, batch_size=a.batch_size, shuffle=True, generator=gen, collate_fn=collate,
+                        num_workers=a.workers, persistent_workers=a.workers > 0,
                         prefetch_factor=4 if a.workers else None, drop_last=True)
-    step(next(iter(loader)))  # warm-up: lazy imports, allocator
-    results = {}
-    for name in ("store", "memory"):
-        if name == "store":
-            batches = loader
-        else:
-            batches = [collate([ds[i] for i in range(j, j + a.batch_size)])
-                       for j in range(0, a.batch_size * a.steps, a.batch_size) if j + a.batch_size <= len(ds)]
+
+    def timed(batches: Any) -> float:
         n, t0 = 0, time.perf_counter()
-        while n < a.steps:
-            for batch in batches:
-                step(batch)
-                n += 1
-                if n >= a.steps:
-                    break
-        results[f"{name}_samples_per_s"] = a.steps * a.batch_size / (time.perf_counter() - t0)
-        print(f"{name}: {results[f'{name}_samples_per_s']:.1f} samples/s")
-    results["store_vs_memory"] = results["store_samples_per_s"] / results["memory_samples_per_s"]
-    results.update({"method": a.method, "workers": a.workers, "batch_size": a.batch_size, "steps": a.steps})
+        for batch in batches:
+            step(batch)
+            n += 1
+            if n >= a.steps:
+                break
+        return n * a.batch_size / (time.perf_counter() - t0)
+
+    out: dict[str, Any] = {"method": method_name, "samples": len(ds), "videos": len({r.video_id for r in ds.refs})}
+    memory = [collate([ds[j] for j in range(i * a.batch_size, (i + 1) * a.batch_size)]) for i in range(a.steps)]
+    it = iter(loader)
+    cold, cold_memory = timed(it), timed(memory)
+    t0 = time.perf_counter()
+    for _ in it:  # not timed: the rest of the first epoch, without training
+        pass
+    out["rest_of_first_epoch_s"] = time.perf_counter() - t0
+    store_rates, memory_rates = [], []
+    for _ in range(a.rounds):  # back to back, so both see the same load on a shared machine
+        store_rates.append(timed(iter(loader)))
+        memory_rates.append(timed(memory))
+    ratios = [s / m for s, m in zip(store_rates, memory_rates)]
+    out.update({
+        "cold_samples_per_s": cold, "store_samples_per_s": float(np.median(store_rates)),
+        "memory_samples_per_s": float(np.median(memory_rates)),
+        "store_vs_memory": float(np.median(ratios)), "store_vs_memory_rounds": [round(r, 3) for r in ratios],
+        "cold_vs_memory": cold / cold_memory,
+    })
+    t0 = time.process_time()  # CPU seconds of this process: less sensitive to other processes' load
+    for i in range(a.steps * a.batch_size):
+        collate([ds[i]])
+    out["read_cpu_ms_per_sample"] = (time.process_time() - t0) * 1e3 / (a.steps * a.batch_size)
+    t0 = time.process_time()
+    timed(memory)
+    out["step_cpu_ms_per_sample"] = (time.process_time() - t0) * 1e3 / (a.steps * a.batch_size)
+    for key in ("cold", "store", "memory"):
+        print(f"  {key}: {out[f'{key}_samples_per_s']:.1f} samples/s")
+    print(f"  store_vs_memory {out['store_vs_memory']:.2f} (median of {a.rounds} rounds: "
+          f"{', '.join(f'{r:.2f}' for r in ratios)})  cold_vs_memory {out['cold_vs_memory']:.2f}"
+          f"  (rest of the first epoch, untimed: {out['rest_of_first_epoch_s']:.1f} s)")
+    print(f"  CPU per sample, in this process: reading {out['read_cpu_ms_per_sample']:.2f} ms (warm readers), "
+          f"training step {out['step_cpu_ms_per_sample']:.2f} ms")
+    del loader
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--shape", choices=("both", "synthetic", "nextqa"), default="both")
+    p.add_argument("--store", help="measure this store instead of the synthetic shape (with --method)")
+    p.add_argument("--method", default="videodistill")
+    p.add_argument("--nextqa-videos", type=int, default=5000)
+    p.add_argument("--nextqa-store", help="where to write (or reuse) the NExT-QA-shaped store")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10, help="training steps per timed run")
+    p.add_argument("--rounds", type=int, default=5, help="steady-state store/memory pairs (median reported)")
+    p.add_argument("--dim", type=int, default=64)
+    a = p.parse_args()
+    if a.workers < 0 or min(a.steps, a.rounds, a.batch_size, a.nextqa_videos) < 1:
+        p.error("--workers >= 0; --steps, --rounds, --batch-size and --nextqa-videos >= 1")
+    tmp = tempfile.TemporaryDirectory()
+    small = {"num_layers": 2, "num_heads": 4, "dim": a.dim}
+    results: dict[str, Any] = {"workers": a.workers, "batch_size": a.batch_size, "steps": a.steps,
+                               "torch_threads": torch.get_num_threads()}
+    if a.shape in ("both", "synthetic"):
+        store = a.store or str(make_temporal_store(Path(tmp.name) / "s.zarr", {"train": 150}, n_frames=32).path)
+        print(f"synthetic ({a.method}, {store}):")
+        results["synthetic"] = measure(store, a.method, {"num_frames": 32, "num_select": 4, **small}, a)
+    if a.shape in ("both", "nextqa"):
+        path = Path(a.nextqa_store) if a.nextqa_store else Path(tmp.name) / "nextqa.zarr"
+        t0 = time.perf_counter()
+        make_nextqa_shaped_store(path, a.nextqa_videos)
+        print(f"nextqa shape (uniform, {a.nextqa_videos} videos, written or found in {time.perf_counter() - t0:.0f} s):")
+        results["nextqa"] = measure(str(path), "uniform", {"num_frames": 100, "num_select": 16, **small}, a)
     print(json.dumps(results))
 
 

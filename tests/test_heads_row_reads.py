@@ -12,6 +12,7 @@ format) or the numpy array written. Mutations tried (each fails a test here):
 4. the crc32c check removed: ``test_damaged_shard_index_is_refused`` fails.
 5. a run not cut when the next row lies before the previous one's end (``gap < 0`` dropped):
    ``test_merge_gap_does_not_change_values`` fails (rows of two inner chunks stored out of order).
+6. ``_one_row`` without ``within * row_bytes``: ``test_sharded_edges_and_missing_chunks`` fails.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def test_sharded_edges_and_missing_chunks(tmp_path):
     idx = np.arange(21)
     np.testing.assert_array_equal(reader.rows(idx), _zarr_rows(array, idx))
     assert (reader.rows([5])[0] == 7).all() and np.array_equal(reader.rows([9, 20]), data[[9, 20]])
+    for row in (5, 9, 13, 20):  # one row: its own path
+        np.testing.assert_array_equal(reader.rows(row), _zarr_rows(array, [row])[0])
     empty, _ = _sharded(tmp_path / "b", 21, [(0, 8)])  # shards 1 and 2 never written: no file
     np.testing.assert_array_equal(RowReader(empty).rows([3, 10, 20]), _zarr_rows(empty, [3, 10, 20]))
 

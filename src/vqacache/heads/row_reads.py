@@ -115,18 +115,40 @@ class RowReader:
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.array = None if self.fast else array  # zarr's objects are heavy: kept only to fall back
         self._indexes: dict[int, np.ndarray] = {}  # shard -> (inner chunks, 2) offsets and lengths
+        self._files: dict[int, str] = {}  # chunk file k -> its path
 
     def rows(self, index: np.ndarray | int) -> np.ndarray:
         """``array[index]`` for an int (one row, shape[1:]) or int array (n,) -> (n, *shape[1:])."""
         scalar = np.ndim(index) == 0
+        if scalar and self.layout is not None:  # one row (a question's text, candidates, teacher rows)
+            return self._one_row(int(index))
         idx = np.atleast_1d(np.asarray(index, dtype=np.int64))
         if len(idx) and (idx.min() < 0 or idx.max() >= self.shape[0]):
             raise IndexError(f"rows {idx.min()}..{idx.max()} outside an array of {self.shape[0]} rows")
         if self.layout is None:
             out = np.asarray(self.array.get_orthogonal_selection((idx, *[slice(None)] * (len(self.shape) - 1))))
-        else:
-            out = self._fast_rows(idx)
-        return out[0] if scalar else out
+            return out[0] if scalar else out
+        return self._fast_rows(idx)
+
+    def _one_row(self, row: int) -> np.ndarray:
+        """``array[row]`` with one ``pread`` and plain integer arithmetic (no numpy bookkeeping)."""
+        lay = self.layout
+        assert lay is not None
+        if not 0 <= row < self.shape[0]:
+            raise IndexError(f"row {row} outside an array of {self.shape[0]} rows")
+        out = np.empty(lay.shape[1:], dtype=lay.dtype)
+        k, local = divmod(row, lay.file_rows)
+        offset = local * lay.row_bytes
+        if lay.inner_rows is not None:
+            j, within = divmod(local, lay.inner_rows)
+            index = self._shard_index(k)
+            if index is None or (int(index[j, 0]) == _EMPTY and int(index[j, 1]) == _EMPTY):
+                out[...] = lay.fill
+                return out
+            offset = int(index[j, 0]) + within * lay.row_bytes
+        if not _pread_into(self._file(k), offset, out):
+            out[...] = lay.fill
+        return out.astype(lay.dtype.newbyteorder("="), copy=False)
 
     def __getitem__(self, index: np.ndarray | int) -> np.ndarray:
         """``reader[i]``: :meth:`rows` (axis 0 only), so a reader stands in for an array there."""
@@ -137,23 +159,39 @@ class RowReader:
     def _fast_rows(self, idx: np.ndarray) -> np.ndarray:
         lay = self.layout
         assert lay is not None
-        uniq, inverse = np.unique(idx, return_inverse=True)  # sorted rows, read once each
+        if len(idx) == 1 or bool((idx[1:] > idx[:-1]).all()):  # sorted, distinct: read in place
+            uniq, inverse = idx, None
+        else:
+            uniq, inverse = np.unique(idx, return_inverse=True)  # sorted rows, read once each
         data = np.empty((len(uniq), lay.row_items), dtype=lay.dtype)  # (n, row items)
         files, offsets = self._locate(uniq)  # (n,), (n,); file -1: a chunk never written
         gap = np.diff(offsets) - lay.row_bytes  # bytes between consecutive rows
         cut = (np.diff(files) != 0) | (gap < 0) | (gap > MERGE_GAP_BYTES)
-        bounds = np.concatenate([[0], np.flatnonzero(cut) + 1, [len(uniq)]])
-        for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # a run: one file, nearby rows
-            k = int(files[i])
-            start, stop = int(offsets[i]), int(offsets[j - 1]) + lay.row_bytes
-            buf = None if k < 0 else _pread(lay.file(k), start, stop - start)
-            if buf is None:
+        bounds = [0, *(np.flatnonzero(cut) + 1).tolist(), len(uniq)]
+        for i, j in zip(bounds[:-1], bounds[1:]):  # a run: one file, nearby rows
+            k, start = int(files[i]), int(offsets[i])
+            stop = int(offsets[j - 1]) + lay.row_bytes
+            if k < 0:
                 data[i:j] = lay.fill
-                continue
-            flat = np.frombuffer(buf, dtype=lay.dtype)  # (bytes / itemsize,)
-            first = (offsets[i:j] - start) // lay.dtype.itemsize  # (j - i,) each row's first item
-            data[i:j] = flat[first[:, None] + np.arange(lay.row_items)]
-        return data[inverse].reshape(len(idx), *lay.shape[1:]).astype(lay.dtype.newbyteorder("="), copy=False)
+            elif stop - start == (j - i) * lay.row_bytes:  # contiguous: straight into the output
+                if not _pread_into(self._file(k), start, data[i:j]):
+                    data[i:j] = lay.fill
+            else:  # nearby rows with gaps: one read, the gaps dropped
+                buf = np.empty((stop - start) // lay.dtype.itemsize, dtype=lay.dtype)
+                if _pread_into(self._file(k), start, buf):
+                    first = (offsets[i:j] - start) // lay.dtype.itemsize  # (j - i,) each row's first item
+                    data[i:j] = buf[first[:, None] + np.arange(lay.row_items)]
+                else:
+                    data[i:j] = lay.fill
+        if inverse is not None:
+            data = data[inverse.reshape(-1)]
+        return data.reshape(len(idx), *lay.shape[1:]).astype(lay.dtype.newbyteorder("="), copy=False)
+
+    def _file(self, k: int) -> str:
+        if k not in self._files:
+            assert self.layout is not None
+            self._files[k] = self.layout.file(k)
+        return self._files[k]
 
     def _locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Chunk file k (n,) and byte offset (n,) of each of ``rows`` (n,) sorted; k -1 where
@@ -198,19 +236,20 @@ class RowReader:
         return self._indexes[k]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_indexes": {}}
+        return {**self.__dict__, "_indexes": {}, "_files": {}}
 
 
-def _pread(path: str, offset: int, size: int) -> bytes | None:
-    """``size`` bytes of ``path`` from ``offset``; None when the file does not exist (never written)."""
+def _pread_into(path: str, offset: int, out: np.ndarray) -> bool:
+    """Fill ``out`` (C-contiguous) with its size in bytes of ``path`` from ``offset``; False when the
+    file does not exist (never written)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return None
+        return False
     try:
-        buf = os.pread(fd, size, offset)
+        got = os.preadv(fd, [memoryview(out).cast("B")], offset)
     finally:
         os.close(fd)
-    if len(buf) != size:
-        raise StoreError(f"{path}: {len(buf)} bytes at offset {offset}, expected {size} (truncated chunk)")
-    return buf
+    if got != out.nbytes:
+        raise StoreError(f"{path}: {got} bytes at offset {offset}, expected {out.nbytes} (truncated chunk)")
+    return True
