@@ -152,7 +152,8 @@ def main() -> None:
     print(f"store written ({a.clips} train / {a.test_clips} test clips, 2 questions each) in {time.perf_counter() - t0:.0f} s")
     keys = key_frames(store, "test")
     common = {"num_frames": a.frames, "num_select": a.select, "num_layers": 2, "num_heads": 4, "dim": a.dim}
-    hga_args = {"num_frames": a.frames, "hga_hidden": a.dim, "fusion_rank": a.dim}
+    # the synthetic CLS vectors carry only the marker, the content is in the patches: HGA reads both
+    hga_args = {"num_frames": a.frames, "hga_hidden": a.dim, "fusion_rank": a.dim, "appearance": "cls+patch"}
     acc: dict[str, list[float]] = {r: [] for r in rows}
     hits: dict[str, list[float]] = {r: [] for r in rows}
     for name in rows:

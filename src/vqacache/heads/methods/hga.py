@@ -20,6 +20,9 @@ by one GRU; open-ended questions have no candidate and the fused vector feeds a 
 Frames restricted by ``frame_mask`` (SpARC's guided and single-frame predictions) drop their
 clips: a clip is real when any of its frames is, and only real clips enter the GRU (in order).
 
+``appearance=cls+patch`` adds each frame's mean patch token to its CLS vector (the diagnostic's
+synthetic store keeps a frame's content in its patches only).
+
 Defaults the paper does not give (this project's choices): ``hga_hidden`` 256,
 ``hga_dropout`` 0.2, ``fusion_rank`` 256, ``gcn_layers`` 3 (the release's ``GCN(num_layers=2)``
 builds three convolutions), one co-attention layer. Optimiser: Adam, lr 1e-4 (SpARC Table 6).
@@ -40,9 +43,14 @@ from vqacache.heads.modules.hga import (
 
 DEFAULTS = {
     "num_frames": 16, "clip_len": 1, "hga_hidden": 256, "hga_dropout": 0.2, "fusion_rank": 256,
-    "gcn_layers": 3, "coattn_layers": 1, "question_tokens": True, "token_dim": 0,
+    "gcn_layers": 3, "coattn_layers": 1, "question_tokens": True, "token_dim": 0, "appearance": "cls",
 }
-"""``token_dim``: the store's token width, recorded by :func:`prepare` (0: no tokens read)."""
+"""``token_dim``: the store's token width, recorded by :func:`prepare` (0: no tokens read).
+``appearance``: what a frame contributes to its clip: ``cls`` (the CLS vector; real stores) or
+``cls+patch`` (the CLS vector beside the mean of the frame's patch tokens; the synthetic store
+of the diagnostic, whose CLS vectors carry only the marker and whose patches carry the content)."""
+
+APPEARANCE = ("cls", "cls+patch")
 
 OPTIM = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "warmup": 0.0}
 
@@ -72,7 +80,10 @@ class HGAModel(nn.Module):
         self.clip_len = args["clip_len"]
         self.open_ended = dims["num_answers"] > 0
         self.use_tokens = bool(args["question_tokens"]) and args["token_dim"] > 0
-        self.video = SequenceEncoder(dims["cls_dim"], H, p)
+        if args["appearance"] not in APPEARANCE:
+            raise UsageError(f"--method-arg appearance={args['appearance']!r}: expected one of {', '.join(APPEARANCE)}")
+        self.with_patch = args["appearance"] == "cls+patch"
+        self.video = SequenceEncoder(dims["cls_dim"] + (dims["patch_dim"] if self.with_patch else 0), H, p)
         self.sent_in = nn.Linear(dims["text_dim"], H)
         self.tok_in = nn.Linear(args["token_dim"], H) if self.use_tokens else None
         self.cand_in = nn.Linear(dims["text_dim"], H)
@@ -97,7 +108,10 @@ class HGAModel(nn.Module):
         return sent, mask
 
     def forward(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
-        clips, clip_mask = group_clips(inputs["cls"], inputs["frame_mask"], self.clip_len)  # (B, T, E)
+        frames = inputs["cls"]  # (B, N, E)
+        if self.with_patch:
+            frames = torch.cat([frames, inputs["patch"].mean(2)], -1)  # (B, N, E + W)
+        clips, clip_mask = group_clips(frames, inputs["frame_mask"], self.clip_len)  # (B, T, E')
         v_out, v_last, v_mask = self.video(clips, clip_mask)  # (B, T, H), (B, H), (B, T)
         q_seq, q_mask = self._question_parts(inputs)  # (B, Lq, H)
         B = q_seq.shape[0]
@@ -138,7 +152,7 @@ def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
 
 
 def data(args: dict[str, Any]) -> dict[str, Any]:
-    return {"num_frames": args["num_frames"], "patch_frames": "none",
+    return {"num_frames": args["num_frames"], "patch_frames": "all" if args["appearance"] == "cls+patch" else "none",
             "text_tokens": bool(args["question_tokens"]) and args["token_dim"] > 0}
 
 
