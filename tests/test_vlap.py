@@ -249,6 +249,26 @@ def test_llm_unchanged_after_a_step_while_the_trained_parts_change(store_path: P
     VlapModel(args, dims).load_state_dict(model.state_dict())  # strict: every saved key, nothing missing
 
 
+def test_bfloat16_llm_keeps_the_trained_parts_float32_and_the_loss_close(store_path: Path) -> None:
+    """``llm_dtype=bfloat16``: the frozen LLM's weights in bf16, the gradient still reaches the
+    float32 Q-Former, and the task loss within bf16 rounding of the float32 model's."""
+    args, dims, batch = _setup(store_path, recipe="uniform")
+    full = VlapModel(args, dims)
+    half = VlapModel({**args, "llm_dtype": "bfloat16"}, dims)
+    half.load_state_dict(full.state_dict())  # same trained parts; the LLM rebuilt from the same seed
+    assert {p.dtype for p in half.llm.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in half.student.parameters()} == {torch.float32}
+    method = get_method("vlap")
+    loss_full, _ = method.loss(full, batch, args)
+    loss_half, _ = method.loss(half, batch, {**args, "llm_dtype": "bfloat16"})
+    loss_half.backward()
+    grads = [p.grad for p in half.student.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and bool(torch.isfinite(g).all()) for g in grads)
+    assert abs(float(loss_half.detach()) - float(loss_full.detach())) <= 0.05 * abs(float(loss_full.detach())) + 0.05
+    with pytest.raises(UnknownName, match="llm_dtype"):
+        VlapModel({**args, "llm_dtype": "float16"}, dims)
+
+
 def test_prediction_is_the_argmax_over_the_option_letters(store_path: Path) -> None:
     args, dims, batch = _setup(store_path, recipe="uniform", num_frames=K)
     model = VlapModel(args, dims).eval()
