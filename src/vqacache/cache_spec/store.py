@@ -203,7 +203,11 @@ class FeatureStore:
         self.path = path
         self.writable = writable
         try:
-            self.root = zarr.open_group(str(path) if is_url(path) else path, mode="r+" if writable else "r", zarr_format=3)
+            if is_url(path):  # no listings cache: a store opened again sees what was published since
+                self.root = zarr.open_group(str(path), mode="r", zarr_format=3,
+                                            storage_options={"use_listings_cache": False})
+            else:
+                self.root = zarr.open_group(path, mode="r+" if writable else "r", zarr_format=3)
             meta = dict(self.root.attrs)[ROOT_ATTR]
         except (KeyError, FileNotFoundError, ValueError, ImportError) as exc:
             raise StoreError(f"{path} is not a vqacache store ({exc.__class__.__name__}: {exc})") from None

@@ -334,6 +334,28 @@ def du(
                   markup=False, highlight=False)
 
 
+SYNC_HELP = """Copy a store between a local folder and an object-store URL (s3://, gs://, ...), either way.
+
+Copies complete videos, failure records, question bundles and the image-QA teacher record; checks each group's checksum at the destination before publishing it (local: rename; object store: the group's zarr.json, its completion marker, uploaded last); skips what is already there and complete; a rerun resumes an interrupted sync. Credentials follow fsspec's conventions (for S3: AWS_* variables or ~/.aws; AWS_ENDPOINT_URL for other S3-compatible servers).
+"""
+
+
+@app.command("sync", help=SYNC_HELP)
+@user_errors_exit
+def sync(
+    src: Annotated[str, typer.Argument(help="Source store: local path or URL.")],
+    dst: Annotated[str, typer.Argument(help="Destination: local path or URL (empty, or the same store).")],
+) -> None:
+    from vqacache.cache_spec.sync import sync_stores
+
+    r = sync_stores(src, dst)
+    console.print(
+        f"{'created' if r.created else 'updated'} {dst}: {len(r.videos_copied)} videos copied, {r.videos_skipped} "
+        f"already there; {r.bundles_copied} question bundles copied, {r.bundles_skipped} already there; "
+        f"{r.failures_copied} failure records; {r.files_uploaded} files ({_size(r.bytes_copied)}) written, "
+        f"{r.files_resumed} kept from an interrupted sync", markup=False, highlight=False)
+
+
 @app.callback()
 def _options(
     umask: Annotated[str | None, typer.Option(help="Umask for files and folders this run creates (e.g. 002: group-writable; default: yours).")] = None,
