@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +133,15 @@ ARMS = {
 }
 
 
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error (sample std / sqrt(n); 0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=240)
@@ -143,35 +155,67 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds seed..seed+N-1, each a new store and a new init")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
+    ap.add_argument("--text-model", default="blip", choices=["blip", "bert"], help="mcg text_model of every arm")
+    ap.add_argument("--response", default="softmax", choices=["softmax", "tanh"], help="mcg response of the TCL arms")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per arm (1 is fastest on a shared 2-core CPU)")
+    ap.add_argument("--jobs", type=int, default=1, help="arms trained at once (processes); results do not depend on it")
     ap.add_argument("--no-control", action="store_true", help="skip the full-frame control arms")
+    ap.add_argument("--control-only", action="store_true", help="only the full-frame control arms")
     a = ap.parse_args()
+    arms = [x for x in a.arms.split(",") if x]
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        ap.error(f"--arms: unknown {', '.join(unknown)}; valid: {', '.join(ARMS)}")
     t0 = time.time()
     torch.set_num_threads(a.threads)
+    common = {"num_frames": a.frames, "text_model": a.text_model, "response": a.response}
+    runs: list[tuple[str, str, int]] = []  # (result key prefix, arm, object patches)
+    if not a.control_only:
+        runs += [(name, name, a.object_patches) for name in arms]
+    if not a.no_control:
+        runs += [(f"control_{name}", name, a.patches) for name in ("icl", "mcg") if name in arms]
     result: dict[str, Any] = {"clips": a.clips, "epochs": a.epochs, "object_patches": a.object_patches,
-                              "patches": a.patches, "heldout_fraction": a.heldout}
-    with tempfile.TemporaryDirectory() as tmp:
-        small = Path(tmp) / "small.zarr"
-        answers = make_object_store(small, a.clips, a.frames, a.patches, a.dim, a.object_patches, a.heldout, a.noise,
-                                    a.seed)
-        for name, over in ARMS.items():
-            r = run_arm(small, answers, {**over, "num_frames": a.frames}, a.epochs, a.batch_size, a.lr, a.seed)
-            result[f"{name}_seen_acc"], result[f"{name}_heldout_acc"] = r["seen"], r["heldout"]
-            print(f"{name:>10}  seen {r['seen']:6.2f}  held-out {r['heldout']:6.2f}  ({(time.time() - t0) / 60:.1f} min)",
-                  flush=True)
-        if not a.no_control:
-            full = Path(tmp) / "full.zarr"
-            answers = make_object_store(full, a.clips, a.frames, a.patches, a.dim, a.patches, a.heldout, a.noise,
-                                        a.seed)
-            for name in ("icl", "mcg"):
-                r = run_arm(full, answers, {**ARMS[name], "num_frames": a.frames}, a.epochs, a.batch_size, a.lr, a.seed)
-                result[f"control_{name}_seen_acc"], result[f"control_{name}_heldout_acc"] = r["seen"], r["heldout"]
-                print(f"control {name:>4}  seen {r['seen']:6.2f}  held-out {r['heldout']:6.2f}  "
-                      f"({(time.time() - t0) / 60:.1f} min)", flush=True)
-            result["tcl_gain_small"] = result["mcg_heldout_acc"] + result["mcg_seen_acc"] - (
-                result["icl_heldout_acc"] + result["icl_seen_acc"])
-            result["tcl_gain_control"] = result["control_mcg_heldout_acc"] + result["control_mcg_seen_acc"] - (
-                result["control_icl_heldout_acc"] + result["control_icl_seen_acc"])
+                              "patches": a.patches, "heldout_fraction": a.heldout, "seeds": a.seeds,
+                              "text_model": a.text_model, "response": a.response}
+    seeds = list(range(a.seed, a.seed + a.seeds))
+    per: dict[str, dict[int, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(
+            a.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
+            initargs=(a.threads,)) as pool:
+        futures = {}
+        for seed in seeds:  # each seed: its own stores (colours, shapes, held-out combinations) and init
+            stores: dict[int, tuple[Path, dict[str, str]]] = {}
+            for key, name, obj in runs:
+                if obj not in stores:
+                    path = Path(tmp) / f"seed{seed}-objects{obj}.zarr"
+                    stores[obj] = (path, make_object_store(path, a.clips, a.frames, a.patches, a.dim, obj, a.heldout,
+                                                           a.noise, seed))
+                path, answers = stores[obj]
+                job = pool.submit(run_arm, path, answers, {**ARMS[name], **common}, a.epochs, a.batch_size, a.lr, seed)
+                futures[job] = (seed, key)
+        for job in as_completed(futures):
+            seed, key = futures[job]
+            r = job.result()
+            per.setdefault(f"{key}_seen_acc", {})[seed] = r["seen"]
+            per.setdefault(f"{key}_heldout_acc", {})[seed] = r["heldout"]
+            print(f"seed {seed}  {key:>12}  seen {r['seen']:6.2f}  held-out {r['heldout']:6.2f}  "
+                  f"({(time.time() - t0) / 60:.1f} min)", flush=True)
+    per_list = {k: [v[s] for s in seeds] for k, v in per.items()}
+    print(f"\n{'arm':>12}  {'seen (mean ± se)':>18}  {'held-out (mean ± se)':>20}   over {a.seeds} seed(s)")
+    for key, _, _ in runs:
+        seen, held = mean_se(per_list[f"{key}_seen_acc"]), mean_se(per_list[f"{key}_heldout_acc"])
+        print(f"{key:>12}  {seen[0]:8.2f} ± {seen[1]:5.2f}  {held[0]:10.2f} ± {held[1]:5.2f}")
+    for k, values in per_list.items():
+        result[k], result[f"{k[:-4]}_se"] = (round(v, 2) for v in mean_se(values))
+        result[f"{k[:-4]}_per_seed"] = [round(v, 2) for v in values]
+    if {"mcg", "icl"} <= set(arms) and not a.control_only:  # TCL's gain: seen + held-out, MCG minus ICL
+        result["tcl_gain_small"] = round(result["mcg_heldout_acc"] + result["mcg_seen_acc"] - (
+            result["icl_heldout_acc"] + result["icl_seen_acc"]), 2)
+    if {"mcg", "icl"} <= set(arms) and not a.no_control:
+        result["tcl_gain_control"] = round(result["control_mcg_heldout_acc"] + result["control_mcg_seen_acc"] - (
+            result["control_icl_heldout_acc"] + result["control_icl_seen_acc"]), 2)
     result["minutes"] = round((time.time() - t0) / 60, 2)
     print(json.dumps(result))
 
