@@ -113,13 +113,13 @@ def test_optimizer_from_method_optim(stores, tmp_path, monkeypatch):
     import dataclasses
 
     from vqacache.cache_spec.errors import UsageError
-    from vqacache.heads import train as train_mod
+    from vqacache.heads import recipe
     from vqacache.heads.methods import METHODS
 
     base = METHODS["uniform"]
     seen = []
-    real = train_mod.make_optimizer
-    monkeypatch.setattr(train_mod, "make_optimizer", lambda name, *a, **k: seen.append(name) or real(name, *a, **k))
+    real = recipe.make_optimizer
+    monkeypatch.setattr(recipe, "make_optimizer", lambda name, *a, **k: seen.append(name) or real(name, *a, **k))
     cfg = dict(store=str(stores[0]), epochs=1, batch_size=4, lr=1e-3, args=SMALL, max_steps_per_epoch=1)
     train(TrainConfig(method="uniform", out=str(tmp_path / "w"), **cfg))
     monkeypatch.setitem(METHODS, "uniform", dataclasses.replace(base, optim={**base.optim, "optimizer": "adam"}))
