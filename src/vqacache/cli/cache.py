@@ -356,6 +356,26 @@ def sync(
         f"{r.files_resumed} kept from an interrupted sync", markup=False, highlight=False)
 
 
+@app.command("plot", help="A PNG timeline of one video: thumbnails (--video-file), the teacher's per-frame probability of each candidate (--question), SpARC's causal set (--run).")
+@user_errors_exit
+def plot(
+    store: Annotated[str, typer.Argument(help="Path or URL of a .zarr store.")],
+    video: Annotated[str, typer.Option(help="The video's id.")],
+    out: Annotated[Path, typer.Option(help="The PNG to write.")],
+    question: Annotated[str | None, typer.Option(help="A question id of that video.")] = None,
+    run: Annotated[Path | None, typer.Option(help="A training run's folder (vqa-train-head --out).")] = None,
+    video_file: Annotated[Path | None, typer.Option(help="The video file, for a strip of thumbnails.")] = None,
+    thumbnails: Annotated[int, typer.Option(min=1, max=32, help="Thumbnails in the strip.")] = 8,
+) -> None:
+    from vqacache.cli.plot import render, timeline
+
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {out} must end in .png")
+    t = timeline(open_store(store), video, question, run, video_file, thumbnails)
+    render(t, out)
+    console.print(f"wrote {out}" + "".join(f"; {n}" for n in t.notes), markup=False, highlight=False)
+
+
 @app.callback()
 def _options(
     umask: Annotated[str | None, typer.Option(help="Umask for files and folders this run creates (e.g. 002: group-writable; default: yours).")] = None,
