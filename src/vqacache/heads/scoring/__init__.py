@@ -10,7 +10,8 @@ package registers the built-in scorers, one module per family:
 * :mod:`~vqacache.heads.scoring.open_ended`: ``msvd_qa``, ``msrvtt_qa``, ``activitynet_qa``,
   ``nextqa_oe``, ``agqa``, ``egotaskqa``, ``jsonl``;
 * :mod:`~vqacache.heads.scoring.tgif`: ``tgif_qa`` (accuracy and count MSE);
-* :mod:`~vqacache.heads.scoring.clevrer`: ``clevrer``.
+* :mod:`~vqacache.heads.scoring.clevrer`: ``clevrer``;
+* :mod:`~vqacache.heads.scoring.demo`: ``demo`` (the generated demo set: accuracy, per type).
 
 Heads never import featurize: scorers take heads' :class:`~vqacache.heads.questions.Question`
 records, which the CLI builds from the dataset adapter. ``docs/evaluation.md`` documents
@@ -29,7 +30,7 @@ from vqacache.heads.scoring.registry import (
 from vqacache.heads.scoring.tally import format_result
 
 # Scorers register themselves on import.
-from vqacache.heads.scoring import clevrer, multiple_choice, nextqa, open_ended, tgif  # noqa: E402, F401  isort: skip
+from vqacache.heads.scoring import clevrer, demo, multiple_choice, nextqa, open_ended, tgif  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "Extras",
