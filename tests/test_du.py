@@ -50,3 +50,21 @@ def test_bytes_by_kind(tmp_path):
     res = CliRunner().invoke(app, ["du", str(tmp_path / "cache")])
     assert res.exit_code == 0 and f"({u.total} bytes) in 1 stores" in res.output
     pending.abort()
+
+
+def test_cli_projection_to_the_dataset(tmp_path, demo_root):
+    from vqacache.featurize.datasets import get_dataset
+
+    ds = get_dataset("demo", demo_root)
+    listed = {v.video_id for s in ds.splits() for v in ds.videos(s)}
+    store = open_store(tmp_path / "cache" / "demo" / "s.zarr", "a", spec=make_spec(patches=False), dataset="demo")
+    with store.write_video(sorted(listed)[0]) as w:
+        w.append(cls=np.ones((5, 8)), cls_hidden=np.ones((5, 8)), pts=np.arange(5) / 7.5, src_index=np.arange(5),
+                 is_repeat=np.zeros(5, bool))
+    u = store_usage(store.path)
+    expected = u.total - u.video_bytes + u.video_bytes * len(listed)
+    res = CliRunner().invoke(app, ["du", str(tmp_path / "cache"), "--data-root", str(demo_root)])
+    assert res.exit_code == 0 and f"({len(listed)} videos)" in res.output, res.output
+    from vqacache.cli.cache import _size
+
+    assert _size(expected) in res.output
