@@ -285,7 +285,8 @@ def diff(
 
     d = diff_stores(open_store(a), open_store(b), sample or None)
     for line in d.spec:
-        console.print(f"spec: {line}", markup=False, highlight=False)
+        shown = line if len(line) <= 240 else f"{line[:200]}... ({len(line)} characters)"
+        console.print(f"spec: {shown}", markup=False, highlight=False)
     for label, ids in (("only in A", d.only_a), ("only in B", d.only_b)):
         if ids:
             shown = ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
@@ -294,7 +295,8 @@ def diff(
         console.print(f"mismatch: {line}", markup=False, highlight=False)
     for name, ad in sorted(d.arrays.items()):
         verdict = "within fp16 rounding" if ad.within_fp16 else "DIFFERENT"
-        console.print(f"{name}: max abs {ad.max_abs:.3g} (video {ad.worst_video}), max rel {ad.max_rel:.3g}: {verdict}",
+        where = f" (video {ad.worst_video})" if ad.worst_video else ""
+        console.print(f"{name}: max abs {ad.max_abs:.3g}{where}, max rel {ad.max_rel:.3g}: {verdict}",
                       markup=False, highlight=False)
     console.print(f"compared {len(d.compared)} of {d.common} shared videos: {'EQUAL' if d.equal else 'DIFFERENT'}",
                   markup=False, highlight=False)
