@@ -193,3 +193,25 @@ def test_cli_errors_are_one_line(tmp_path):
     res = runner.invoke(app, ["import", str(tmp_path / "v.h5"), "--layout", "hcrn", "--dataset", "toy",
                               "--cache-root", str(tmp_path / "c")])
     assert res.exit_code == 2 and "(N, 8, 16, D)" in res.output
+
+
+def test_hostile_files_are_one_line_and_write_nothing(tmp_path):
+    """A file that is not HDF5, and ids that would leave the store, are refused before anything
+    is written under the cache root (h5py reads arrays and attributes only: nothing is run)."""
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    escape = tmp_path / "escape.h5"
+    with h5py.File(escape, "w") as fd:
+        fd.create_dataset("ids", data=np.array([b"ok", b"../../escape"], dtype=h5py.string_dtype("utf-8")))
+        fd.create_dataset("resnet_features", data=np.ones((2, 8, 4, 3), np.float32))
+    twice = tmp_path / "twice.h5"
+    with h5py.File(twice, "w") as fd:
+        fd.create_dataset("ids", data=np.array([5, 5], dtype=np.int64))
+        fd.create_dataset("feat", data=np.ones((2, 16, 3), np.float32))
+    runner = CliRunner()
+    for path, lay, needle in [(text, "vgt", "not a readable HDF5 file"), (escape, "vgt", "'..' path component"),
+                              (twice, "nextqa", "appears twice")]:
+        res = runner.invoke(app, ["import", str(path), "--layout", lay, "--dataset", "toy", "--cache-root",
+                                  str(tmp_path / "cache")])
+        assert res.exit_code == 2 and needle in res.output and res.output.count("\n") == 1, res.output
+    assert not (tmp_path / "cache").exists()

@@ -72,7 +72,11 @@ def import_file(path: str | Path, layout_name: str, dataset: str, cache_root: st
         raise UsageError(f"FILE {path} does not exist")
     validate_id(dataset, "--dataset")
     digest = file_sha256(path)
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:  # not HDF5, truncated, locked
+        raise UsageError(f"FILE {path} is not a readable HDF5 file ({str(exc).splitlines()[0][:120]})") from None
+    with f:
         ids, feats, pts, attrs = _check_file(f, lay, path)
         spec = imported_spec(lay, path.name, digest, feats.dtype, attrs, has_pts=pts is not None)
         final = store_path(cache_root, dataset, spec.encoder, spec.fingerprint())
