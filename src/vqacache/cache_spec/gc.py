@@ -91,7 +91,11 @@ def plan_gc(root: str | Path, *, min_age_s: float = 600.0, run_log_days: float =
     now = time.time()
     stores = find_stores(root)
     for path in stores:
-        store = open_store(path)
+        try:
+            store = open_store(path)
+        except StoreError as exc:  # a damaged store is verify's business; gc leaves it alone
+            plan.kept.append(f"{path}: not examined ({exc})")
+            continue
         held = _held_tokens(path, grace_s)
         for tmp in store.temporaries():
             _temporary(plan, store.path, tmp, held, now, min_age_s)
