@@ -20,6 +20,23 @@ one made at least one test fail):
 9. beam search keeping one hypothesis per step (greedy):
    ``test_beam_search_returns_the_argmax_sequence_of_a_planted_decoder`` fails.
 10. eq. 11 weighting L_VTM by lambda_tcl: ``test_multiple_choice_losses_follow_eq_11_and_reach_every_part`` fails.
+
+Over the BERT 6/6 side, the tanh response and the learnable tau_2 (each planted in a copy of
+``src/``, the bert/tcl/tanh/tau2/multiple tests run against it):
+
+11. the fusor skipping its cross-attention: ``test_bert_fusor_is_the_upper_layers_with_cross_attention_by_hand``,
+    ``test_bert_question_encoder_never_sees_the_video`` (no fusor output depends on the video),
+    ``test_multiple_choice_losses_follow_eq_11_and_reach_every_part[bert-tanh-tau2]`` and
+    ``test_generator_learns_a_toy_set_and_maps_strings_to_the_vocabulary[bert]`` fail.
+12. the split off by one (the encoder keeps split + 1 layers): ``test_bert_folder_splits_into_encoder_fusor_and_decoder``,
+    ``test_bert_fusor_is_the_upper_layers_with_cross_attention_by_hand`` and
+    ``test_bert_random_tiny_is_seeded_and_hub_names_stay_offline`` fail.
+13. eq. 4 without tanh on the memory (``tanh(u) . M``): ``test_tanh_response_is_eq_4_on_a_hand_example`` and
+    ``test_tcl_is_eq_4_to_7_against_a_loop[*-tanh]`` fail.
+14. tau_2 ignored in eq. 5 (0.1 always): ``test_tcl_is_eq_4_to_7_against_a_loop[0.25-*]``,
+    ``test_learnable_tau2_starts_at_01_is_clamped_and_learns`` and the bert-tanh-tau2 eq. 11 test fail.
+15. the fusor's self-attention ignoring the question's padding: ``test_bert_fusor_is_the_upper_layers_with_cross_attention_by_hand``
+    fails.
 """
 
 from __future__ import annotations
