@@ -3,14 +3,33 @@ top-K -> the K frames' patches -> L vision refinement blocks -> answer head.
 
 As in the paper, the question enters only through the LA-Gates (in the sampler and in the
 refinement blocks); the answer comes from the question-distilled video vector ``v_cls^*``.
-For multiple choice the candidates' text vectors meet the video vector in the
-:class:`~vqacache.heads.modules.CandidateScorer` (cosine over a learnable temperature),
-never the question. Defaults: N=100, K=16, L=3, 8 heads; AdamW 3e-5, weight decay 1e-3,
-linear warm-up (10% of steps) then linear decay to 0.
+Defaults follow the paper: N=100, K=16, L=3, 8 heads, D=1024 (``dim``; 0 takes the patch width
+W); AdamW 3e-5, weight decay 1e-3, linear warm-up (10% of steps) then linear decay to 0.
 
-The straight-through mask multiplies the patch tokens of all N frames
-(``select_frames(mask, patch)``), so the sampler's logits get a gradient from every frame;
-the dataset therefore reads all N frames' patches (see :mod:`vqacache.heads.data`).
+**Multiple choice** (``mc_head``): ``vtm`` (default, the paper's): each candidate is a
+"question + answer" sentence (:class:`~vqacache.heads.modules.answer_heads.QuestionAnswerPair`
+of the cached question and candidate vectors: the paper encodes the joined sentence, the
+store caches them apart), the whole model runs once per candidate (batched as B x C
+sequences: sampler, top-K and refinement all read that candidate's sentence) and the VTM
+head's matching log-odds is the candidate's logit; trained with cross-entropy over the
+candidates. C times the compute of one pass. ``cosine``: one pass with the question, the
+candidates' vectors meet the video vector by cosine
+(:class:`~vqacache.heads.modules.CandidateScorer`). Open-ended: the two-layer MLP classifier.
+
+**Table 4 ablations** (method arguments): ``sampling=soft`` (c): the weighted sum of the N
+frames by eq. (4)'s softmax (Gumbel noise in training, none in evaluation) instead of the
+top-K; ``refinement=false`` (d): a plain L-layer transformer fuses the text vector and the K
+frames' patches (:class:`~vqacache.heads.modules.vision_refinement.FusionTransformer`);
+``fusion=cross_attention`` (e): cross-attention replaces every LA-Gate
+(:class:`~vqacache.heads.modules.la_gate.CrossAttentionFusion`); (a)/(b) are the ``uniform``
+method. ``benchmarks/videodistill_ablations.py`` runs the rows on the synthetic set.
+
+The straight-through mask reads the patch tokens of all N frames (``select_frames``: a
+gather forward, the gradient of ``mask @ patches`` backward), so the sampler's logits get a
+gradient from every frame; the dataset therefore reads all N frames' patches (see
+:mod:`vqacache.heads.data`). SpARC and SiaSamRea build this model with their own arguments;
+an argument they do not set keeps the behaviour it had before it existed (cosine head, hard
+sampling, refinement, LA-Gates).
 """
 
 from __future__ import annotations
@@ -19,37 +38,85 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from vqacache.cache_spec.errors import UsageError
 from vqacache.heads.methods.common import VIDEODISTILL_OPTIM, AnswerHead, Method, plain_loss, plain_predict
 from vqacache.heads.modules import FrameSampler, GumbelTopK, VisionRefinement, select_frames
+from vqacache.heads.modules.answer_heads import QuestionAnswerPair, VideoTextMatching
+from vqacache.heads.modules.la_gate import FUSIONS
+from vqacache.heads.modules.vision_refinement import FusionTransformer
 
 DEFAULTS = {
     "num_frames": 100, "num_select": 16, "num_layers": 3, "num_heads": 8, "dim": 0, "mlp_ratio": 4.0, "tau": 1.0,
 }
-"""``dim`` 0: the patch width W (CLS vectors are projected to it)."""
+"""The model arguments SpARC and SiaSamRea share (``dim`` 0: the patch width W)."""
+PAPER = {"dim": 1024, "mc_head": "vtm", "sampling": "hard", "refinement": True, "fusion": "la_gate"}
+"""``videodistill``'s own defaults on top of :data:`DEFAULTS`: the paper's width and head, and the ablation switches."""
+MC_HEADS = ("cosine", "vtm")
+SAMPLINGS = ("hard", "soft")
+
+
+def check_args(args: dict[str, Any]) -> None:
+    """One line naming the argument and its valid values."""
+    for key, valid in (("mc_head", MC_HEADS), ("sampling", SAMPLINGS), ("fusion", tuple(sorted(FUSIONS)))):
+        if args.get(key, valid[0]) not in valid:
+            raise UsageError(f"--method-arg {key}={args[key]!r}: valid: {', '.join(valid)}")
 
 
 class VideoDistillModel(nn.Module):
-    """cls (B, N, E), patch (B, N, P, W), text (B, Et) -> logits, selected indices (B, K) and
-    ``feature`` (B, D), the question-distilled video vector the answer head reads (SiaSamRea's f)."""
+    """cls (B, N, E), patch (B, N, P, W), text (B, Et) [, cand (B, C, Et)] -> ``logits`` (B, C
+    or A), ``index`` (B, K) (with VTM: (B, C, K)), ``feature``: the video vector the head reads,
+    (B, D) (with VTM one per candidate, (B, C, D))."""
 
     def __init__(self, args: dict[str, Any], dims: dict[str, int]) -> None:
         super().__init__()
+        check_args(args)
         dim = args["dim"] or dims["patch_dim"]
-        L, H, K = args["num_layers"], args["num_heads"], args["num_select"]
+        L, H, K, Et, P = args["num_layers"], args["num_heads"], args["num_select"], dims["text_dim"], dims["num_patches"]
+        fusion = args.get("fusion", "la_gate")
+        self.soft = args.get("sampling", "hard") == "soft"
         self.cls_in = nn.Linear(dims["cls_dim"], dim)
         self.patch_in = nn.Linear(dims["patch_dim"], dim) if dim != dims["patch_dim"] else nn.Identity()
-        self.sampler = FrameSampler(dim, K, args["num_frames"], L, H, dims["text_dim"], args["mlp_ratio"])
+        self.sampler = FrameSampler(dim, K, args["num_frames"], L, H, Et, args["mlp_ratio"], fusion)
         self.topk = GumbelTopK(args["tau"])
-        self.refine = VisionRefinement(dim, K, dims["num_patches"], L, H, dims["text_dim"], args["mlp_ratio"])
-        self.head = AnswerHead(dim, dims["text_dim"], dims["num_answers"])
+        if args.get("refinement", True):
+            self.refine: nn.Module = VisionRefinement(dim, K, P, L, H, Et, args["mlp_ratio"], fusion)
+        else:
+            self.refine = FusionTransformer(dim, K, P, L, H, Et, args["mlp_ratio"])
+        self.vtm = dims["num_answers"] == 0 and args.get("mc_head", "cosine") == "vtm"
+        if self.vtm:
+            self.pair = QuestionAnswerPair(Et)
+            self.head: nn.Module = VideoTextMatching(dim)
+        else:
+            self.head = AnswerHead(dim, Et, dims["num_answers"])
+
+    def select(self, logits: Tensor, patch: Tensor, copies: int = 1) -> tuple[Tensor, Tensor]:
+        """logits (B*copies, K, N), patch (B, N, P, W) -> (patches (B*copies, K, P, W), index (B*copies, K)).
+
+        ``copies`` > 1 (VTM): row b*copies + c selects from video b's patches, never copied."""
+        BC, K, N = logits.shape
+        if self.soft:  # Table 4 (c): eq. (4)'s weights, no top-K
+            weights = self.topk.soft(logits)  # (BC, K, N)
+            index = weights.argmax(-1)
+            w = weights.reshape(-1, copies * K, N)  # (B, copies*K, N)
+            picked = (w @ patch.flatten(2)).reshape(BC, K, *patch.shape[2:])
+            return picked, index
+        index, st_mask = self.topk(logits)  # (BC, K), (BC, K, N)
+        picked = select_frames(st_mask.reshape(-1, copies * K, N), patch, index.reshape(-1, copies * K))
+        return picked.reshape(BC, K, *patch.shape[2:]), index
 
     def forward(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
-        text, mask = inputs["text"], inputs["frame_mask"]  # (B, Et), (B, N)
-        logits = self.sampler(self.cls_in(inputs["cls"]), text, mask)  # (B, K, N)
-        index, st_mask = self.topk(logits)  # (B, K), (B, K, N)
-        patches = self.patch_in(select_frames(st_mask, inputs["patch"]))  # (B, K, P, D)
-        video = self.refine(patches, text)  # (B, D)
-        return {"logits": self.head(video, inputs), "index": index, "feature": video}
+        text, mask, patch = inputs["text"], inputs["frame_mask"], inputs["patch"]  # (B, Et), (B, N), (B, N, P, W)
+        frames = self.cls_in(inputs["cls"])  # (B, N, D)
+        if not self.vtm:
+            picked, index = self.select(self.sampler(frames, text, mask), patch)  # sampler logits (B, K, N)
+            video = self.refine(self.patch_in(picked), text)  # (B, D)
+            return {"logits": self.head(video, inputs), "index": index, "feature": video}
+        B, C = inputs["cand"].shape[:2]
+        sentences = self.pair(text, inputs["cand"]).flatten(0, 1)  # (B*C, Et): one pass per candidate
+        logits = self.sampler(frames.repeat_interleave(C, 0), sentences, mask.repeat_interleave(C, 0))  # (B*C, K, N)
+        picked, index = self.select(logits, patch, copies=C)  # (B*C, K, P, W), (B*C, K)
+        video = self.refine(self.patch_in(picked), sentences).view(B, C, -1)  # (B, C, D)
+        return {"logits": self.head(video, inputs["cand_mask"]), "index": index.view(B, C, -1), "feature": video}
 
 
 def data(args: dict[str, Any]) -> dict[str, Any]:
@@ -58,5 +125,5 @@ def data(args: dict[str, Any]) -> dict[str, Any]:
 
 METHOD = Method(
     name="videodistill", build=VideoDistillModel, loss=plain_loss, predict=plain_predict, data=data,
-    defaults=DEFAULTS, optim=VIDEODISTILL_OPTIM,
+    defaults={**DEFAULTS, **PAPER}, optim=VIDEODISTILL_OPTIM,
 )

@@ -1,5 +1,11 @@
 """Answer heads on top of the video representation (VideoDistill appendix B.2).
 
+* :class:`VideoTextMatching`: multiple choice as the paper does it: "we concatenate five
+  answers with the question into five sentences, then choose the answer with the maximum
+  logit over the VTM head" (a "linear projection head on the top of v_cls^*" giving two
+  matching logits, eq. 7). The caller encodes the video once per candidate sentence;
+  :class:`QuestionAnswerPair` makes that sentence's vector from the cached ones.
+
 * :class:`AnswerClassifier`: open-ended questions, "a two-layer MLP classification head over
   all answer candidates ... on the top of visual representation v_cls^*".
 * :class:`CandidateScorer`: multiple choice, one logit per candidate answer. The paper
@@ -74,3 +80,35 @@ class CandidateScorer(nn.Module):
         scale = self.log_scale.exp().clamp(max=100.0)
         logits = scale * (v * c).sum(dim=-1)  # (B, C)
         return logits.masked_fill(~candidate_mask, float("-inf"))
+
+
+class QuestionAnswerPair(nn.Module):
+    """The vector of "question + candidate" from their cached sentence vectors:
+    ``W [t_q ; t_a] + b`` -> (..., Dt). The paper encodes the concatenated sentence with CLIP's
+    text tower; a store caches the question's and each candidate's vectors separately (a frozen
+    tower), so a learned linear map of the pair stands in for the joint encoding.
+    """
+
+    def __init__(self, text_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(2 * text_dim, text_dim)
+
+    def forward(self, question: Tensor, candidates: Tensor) -> Tensor:
+        """question (B, Dt), candidates (B, C, Dt) -> (B, C, Dt)."""
+        q = question.unsqueeze(1).expand(-1, candidates.shape[1], -1)  # (B, C, Dt)
+        return self.proj(torch.cat([q, candidates], dim=-1))
+
+
+class VideoTextMatching(nn.Module):
+    """VTM head: ``Linear(D, 2)`` on each candidate's video vector; the candidate's logit is the
+    log-odds of "matched", ``y_1 - y_0`` (the softmax of eq. 7's two logits ranks candidates
+    as this difference does). video (B, C, D), candidate_mask (B, C) -> (B, C), ``-inf`` on padding.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, 2)
+
+    def forward(self, video: Tensor, candidate_mask: Tensor) -> Tensor:
+        y = self.proj(video)  # (B, C, 2)
+        return (y[..., 1] - y[..., 0]).masked_fill(~candidate_mask, float("-inf"))

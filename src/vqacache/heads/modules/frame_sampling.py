@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vqacache.heads.modules.la_gate import LAGate
+from vqacache.heads.modules.la_gate import FUSIONS
 
 
 class FrameSamplingBlock(nn.Module):
@@ -33,13 +33,14 @@ class FrameSamplingBlock(nn.Module):
         num_heads: H for both the gate and the attention.
         text_dim: width of the text vector; defaults to ``dim``.
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        fusion: a :data:`~vqacache.heads.modules.la_gate.FUSIONS` name (``la_gate``; ``cross_attention``: Table 4 (e)).
     """
 
     def __init__(
-        self, dim: int, num_heads: int, text_dim: int | None = None, mlp_ratio: float = 4.0
+        self, dim: int, num_heads: int, text_dim: int | None = None, mlp_ratio: float = 4.0, fusion: str = "la_gate"
     ) -> None:
         super().__init__()
-        self.gate = LAGate(dim, num_heads, text_dim)
+        self.gate = FUSIONS[fusion](dim, num_heads, text_dim)
         self.norm1 = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
@@ -65,6 +66,7 @@ class FrameSampler(nn.Module):
         num_heads: H.
         text_dim: width of the text vector; defaults to ``dim``.
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        fusion: the blocks' :data:`~vqacache.heads.modules.la_gate.FUSIONS` name.
     """
 
     def __init__(
@@ -76,11 +78,12 @@ class FrameSampler(nn.Module):
         num_heads: int = 8,
         text_dim: int | None = None,
         mlp_ratio: float = 4.0,
+        fusion: str = "la_gate",
     ) -> None:
         super().__init__()
         self.temporal_embed = nn.Parameter(torch.randn(max_frames, dim) * 0.02)  # (N_max, D)
         self.blocks = nn.ModuleList(
-            FrameSamplingBlock(dim, num_heads, text_dim, mlp_ratio) for _ in range(num_layers)
+            FrameSamplingBlock(dim, num_heads, text_dim, mlp_ratio, fusion) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(dim)
         self.w_s = nn.Linear(dim, num_select)

@@ -13,8 +13,8 @@ appendix F: "models with K > 4 allow duplicate selection"). For each slot::
 
 so the forward pass sees exact one-hot rows and the backward pass the soft probabilities.
 Out of training the noise is dropped and each slot takes the argmax of its own row, which
-is deterministic. ``selected = mask @ frames`` then gathers the chosen frames while carrying
-gradients back to the logits.
+is deterministic. :func:`select_frames` then gathers the chosen frames with the gradients of
+``mask @ frames``, which carry every frame's patches back to its logit.
 """
 
 from __future__ import annotations
@@ -46,13 +46,42 @@ def gumbel_topk(
     return index, y_hard + y_soft - y_soft.detach()  # eq. (6)
 
 
-def select_frames(mask: Tensor, frames: Tensor) -> Tensor:
+class _StraightThroughSelect(torch.autograd.Function):
+    """forward: gather the picked rows; backward: the gradients of ``mask @ frames``."""
+
+    @staticmethod
+    def forward(ctx, mask: Tensor, index: Tensor, frames: Tensor) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(mask, index, frames)
+        view = index.unsqueeze(-1).expand(-1, -1, frames.shape[-1])  # (B, K, F)
+        return frames.gather(1, view)  # (B, K, F): exactly the picked rows
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None]:  # noqa: ANN001
+        mask, index, frames = ctx.saved_tensors
+        grad_mask = grad_frames = None
+        if ctx.needs_input_grad[0]:
+            grad_mask = grad @ frames.transpose(1, 2)  # (B, K, F) x (B, F, N) -> (B, K, N): every frame's logit
+        if ctx.needs_input_grad[2]:
+            grad_frames = mask.transpose(1, 2) @ grad  # (B, N, K) x (B, K, F) -> (B, N, F)
+        return grad_mask, None, grad_frames
+
+
+def select_frames(mask: Tensor, frames: Tensor, index: Tensor | None = None) -> Tensor:
     """Gather the selected frames: mask (B, K, N), frames (B, N, ...) -> (B, K, ...).
 
-    A matrix product rather than indexing, so gradients reach the mask (and its logits).
+    Values: the frames picked by ``index`` (B, K) (the argmax of each mask row when None).
+    Gradients: those of the product ``mask @ frames`` (frames flattened to F = P x D per
+    frame), so every frame's selection logit gets ``<dL/d selected_k, frames[n]>``. The
+    forward pass is a gather (K x F values) instead of the dense (K x N) by (N x F) product,
+    and the backward pass one (K x F) by (F x N) product for the mask, never a K x N x F
+    tensor. The mask's one-hot rows carry the rounding of eq. (6) (``1 + s - s``), which the
+    product multiplied into the values and the gather does not (values differ by ~1e-7).
     """
     B, N = frames.shape[:2]
-    return (mask @ frames.reshape(B, N, -1)).reshape(B, mask.shape[1], *frames.shape[2:])
+    if index is None:
+        index = mask.argmax(dim=-1)
+    flat = frames.reshape(B, N, -1)  # (B, N, F)
+    return _StraightThroughSelect.apply(mask, index, flat).reshape(B, mask.shape[1], *frames.shape[2:])
 
 
 class GumbelTopK(nn.Module):
@@ -71,6 +100,14 @@ class GumbelTopK(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """logits (B, K, N) -> (index (B, K), straight-through mask (B, K, N))."""
         return gumbel_topk(logits, self.tau, noise=self.training, generator=generator)
+
+    def soft(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Eq. (4) alone, for soft sampling (VideoDistill Table 4 (c)): logits (B, K, N) -> weights
+        (B, K, N), ``softmax((x + g) / tau)`` with Gumbel noise g in training, ``softmax(x / tau)`` else."""
+        if self.training:
+            u = torch.empty_like(logits).exponential_(generator=generator)
+            logits = logits - u.log()
+        return (logits / self.tau).softmax(dim=-1)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}"

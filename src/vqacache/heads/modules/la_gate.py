@@ -16,6 +16,10 @@ vector ``t`` (the paper's ``t_cls``), token ``v_i`` becomes::
 
 Heads follow "a standard multi-head attention setting" on ``w_q, w_k, w_v, w_o``. Only one
 text vector is used (the paper's L = 1 case), so there is no sum over text tokens.
+
+:class:`CrossAttentionFusion` is Table 4 (e)'s replacement ("we replace LA-Gates in both
+modules with cross-attention layers"); :data:`FUSIONS` names both for the blocks' ``fusion``
+argument.
 """
 
 from __future__ import annotations
@@ -57,3 +61,27 @@ class LAGate(nn.Module):
         dist = F.cosine_similarity(query, key, dim=-1).unsqueeze(-1)  # (B, M, H, 1)  eq. (2)
         out = v + self.w_o((dist * value).reshape(B, M, D))  # (B, M, D)  eq. (3) + input skip
         return out, dist.squeeze(-1).transpose(1, 2)
+
+
+class CrossAttentionFusion(nn.Module):
+    """V2T cross-attention in place of an LA-Gate (VideoDistill Table 4 (e)):
+    ``v_i + W_o(sum_j softmax_j(q_i . k_j / sqrt(d)) W_v t_j)`` with queries from the visual
+    tokens and keys/values from the text, multi-head, with the input skip the gate also has.
+
+    With the single sentence vector the gates read (one key), the softmax over one key is 1:
+    every token receives the same ``W_o W_v t``, the text added into the visual stream, which
+    is the "direct fusion" the paper's LA-Gate is designed to avoid (section 3.2). Same
+    interface as :class:`LAGate`: v (B, M, D), text (B, Dt) or text tokens (B, L, Dt) -> (B, M, D).
+    """
+
+    def __init__(self, dim: int, num_heads: int, text_dim: int | None = None) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, num_heads, kdim=text_dim or dim, vdim=text_dim or dim, batch_first=True)
+
+    def forward(self, v: Tensor, text: Tensor) -> Tensor:
+        t = text.unsqueeze(1) if text.dim() == 2 else text  # (B, L, Dt)
+        return v + self.attn(v, t, t, need_weights=False)[0]  # (B, M, D)
+
+
+FUSIONS: dict[str, type[nn.Module]] = {"la_gate": LAGate, "cross_attention": CrossAttentionFusion}
+"""How the question meets the visual tokens in the frame sampling and refinement blocks."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vqacache.heads.modules.la_gate import LAGate
+from vqacache.heads.modules.la_gate import FUSIONS
 from vqacache.heads.modules.space_time_attention import DividedAttention
 
 
@@ -43,10 +43,10 @@ class VisionRefinementBlock(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, text_dim: int | None = None, mlp_ratio: float = 4.0
+        self, dim: int, num_heads: int, text_dim: int | None = None, mlp_ratio: float = 4.0, fusion: str = "la_gate"
     ) -> None:
         super().__init__()
-        self.gate = LAGate(dim, num_heads, text_dim)
+        self.gate = FUSIONS[fusion](dim, num_heads, text_dim)
         self.norm_time = nn.LayerNorm(dim)
         self.time_attn = DividedAttention(dim, num_heads, "time")
         self.norm_space = nn.LayerNorm(dim)
@@ -74,6 +74,7 @@ class VisionRefinement(nn.Module):
         num_heads: H.
         text_dim: width of the text vector; defaults to ``dim``.
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        fusion: the blocks' :data:`~vqacache.heads.modules.la_gate.FUSIONS` name.
     """
 
     def __init__(
@@ -85,13 +86,14 @@ class VisionRefinement(nn.Module):
         num_heads: int = 8,
         text_dim: int | None = None,
         mlp_ratio: float = 4.0,
+        fusion: str = "la_gate",
     ) -> None:
         super().__init__()
         self.cls = nn.Parameter(torch.randn(dim) * 0.02)  # (D,)
         self.temporal_embed = nn.Parameter(torch.randn(num_frames, 1, dim) * 0.02)  # (K, 1, D)
         self.spatial_embed = nn.Parameter(torch.randn(num_patches, dim) * 0.02)  # (P, D)
         self.blocks = nn.ModuleList(
-            VisionRefinementBlock(dim, num_heads, text_dim, mlp_ratio) for _ in range(num_layers)
+            VisionRefinementBlock(dim, num_heads, text_dim, mlp_ratio, fusion) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(dim)
 
@@ -105,3 +107,34 @@ class VisionRefinement(nn.Module):
         for block in self.blocks:
             x = block(x, text, K)
         return self.norm(x[:, 0])  # (B, D)
+
+
+class FusionTransformer(nn.Module):
+    """Table 4 (d), "remove vision refinement and apply a 3-layer transformer to fuse the
+    vision and language": the same inputs as :class:`VisionRefinement` -> (B, D).
+
+    Tokens: a learnable CLS, the text vector projected to D (one token), and the K x P patch
+    tokens with the same temporal and spatial embeddings; L pre-norm transformer encoder
+    layers with full attention over all of them (no LA-Gate, no divided space-time
+    attention); the CLS token of the last layer after a LayerNorm. The paper does not give
+    the layer's details; this is PyTorch's standard encoder layer (GELU MLP, no dropout).
+    """
+
+    def __init__(self, dim: int, num_frames: int, num_patches: int, num_layers: int = 3, num_heads: int = 8,
+                 text_dim: int | None = None, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(dim) * 0.02)  # (D,)
+        self.text_in = nn.Linear(text_dim or dim, dim)
+        self.temporal_embed = nn.Parameter(torch.randn(num_frames, 1, dim) * 0.02)  # (K, 1, D)
+        self.spatial_embed = nn.Parameter(torch.randn(num_patches, dim) * 0.02)  # (P, D)
+        layer = nn.TransformerEncoderLayer(dim, num_heads, int(dim * mlp_ratio), dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, patches: Tensor, text: Tensor) -> Tensor:
+        """patches (B, K, P, D), text (B, Dt) -> (B, D)."""
+        B, K, P, D = patches.shape
+        x = (patches + self.temporal_embed + self.spatial_embed).flatten(1, 2)  # (B, K*P, D)
+        x = torch.cat([self.cls.expand(B, 1, D), self.text_in(text).unsqueeze(1), x], dim=1)  # (B, 2 + K*P, D)
+        return self.norm(self.encoder(x)[:, 0])  # (B, D)
