@@ -92,7 +92,8 @@ def test_vtm_scores_each_candidate_through_the_gates():
                 video = model.refine(model.patch_in(batch["patch"][b, idx][None]), sentence)  # (1, D)
                 y = model.head.proj(video)[0]
                 torch.testing.assert_close(out["logits"][b, c], y[1] - y[0], atol=1e-5, rtol=1e-5)
-                assert torch.equal(out["index"][b, c], idx)
+                assert torch.equal(out["index_per_candidate"][b, c], idx)
+            assert torch.equal(out["index"][b], out["index_per_candidate"][b, out["logits"][b].argmax()])
         changed = dict(batch, cand=batch["cand"].clone())
         changed["cand"][1, 2] += 1.0
         delta = (model(changed)["logits"] - out["logits"])[1]

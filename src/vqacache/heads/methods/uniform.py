@@ -2,7 +2,8 @@
 refinement blocks and answer head as VideoDistill, without any frame selection.
 
 The baseline VideoDistill's frame sampler is measured against: same refinement (LA-Gates +
-divided space-time attention over the K frames' patches), same answer head, same optimizer.
+divided space-time attention over the K frames' patches), same answer head, same optimizer
+(VideoDistill's Table 4 (b)); ``refinement=false`` is Table 4 (a).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from torch import Tensor, nn
 
 from vqacache.heads.methods.common import VIDEODISTILL_OPTIM, AnswerHead, Method, gather_frames, plain_loss, plain_predict, uniform_choice
 from vqacache.heads.modules import VisionRefinement
+from vqacache.heads.modules.vision_refinement import FusionTransformer
 
 DEFAULTS = {"num_frames": 100, "num_select": 16, "num_layers": 3, "num_heads": 8, "dim": 0, "mlp_ratio": 4.0}
-"""``dim`` 0: the patch width W (no projection)."""
+"""``dim`` 0: the patch width W (no projection). Shared with SpARC and SiaSamRea's backbones."""
+OWN = {"refinement": True}
+"""``refinement=false``: VideoDistill's Table 4 (a), a plain transformer fusing text and the K
+frames' patches (:class:`~vqacache.heads.modules.vision_refinement.FusionTransformer`)."""
 
 
 class UniformModel(nn.Module):
@@ -31,9 +36,9 @@ class UniformModel(nn.Module):
         dim = args["dim"] or dims["patch_dim"]
         self.k = args["num_select"]
         self.patch_in = nn.Linear(dims["patch_dim"], dim) if dim != dims["patch_dim"] else nn.Identity()
-        self.refine = VisionRefinement(
-            dim, self.k, dims["num_patches"], args["num_layers"], args["num_heads"], dims["text_dim"], args["mlp_ratio"]
-        )
+        block_args = (dim, self.k, dims["num_patches"], args["num_layers"], args["num_heads"], dims["text_dim"],
+                      args["mlp_ratio"])
+        self.refine = VisionRefinement(*block_args) if args.get("refinement", True) else FusionTransformer(*block_args)
         self.head = AnswerHead(dim, dims["text_dim"], dims["num_answers"])
 
     def forward(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
@@ -49,5 +54,5 @@ def data(args: dict[str, Any]) -> dict[str, Any]:
 
 METHOD = Method(
     name="uniform", build=UniformModel, loss=plain_loss, predict=plain_predict, data=data,
-    defaults=DEFAULTS, optim=VIDEODISTILL_OPTIM,
+    defaults={**DEFAULTS, **OWN}, optim=VIDEODISTILL_OPTIM,
 )

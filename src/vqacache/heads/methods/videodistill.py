@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from vqacache.cache_spec.errors import UsageError
@@ -64,8 +65,9 @@ def check_args(args: dict[str, Any]) -> None:
 
 class VideoDistillModel(nn.Module):
     """cls (B, N, E), patch (B, N, P, W), text (B, Et) [, cand (B, C, Et)] -> ``logits`` (B, C
-    or A), ``index`` (B, K) (with VTM: (B, C, K)), ``feature``: the video vector the head reads,
-    (B, D) (with VTM one per candidate, (B, C, D))."""
+    or A), ``index`` (B, K) the selected frames (with VTM: those of the best-scoring candidate's
+    pass; all in ``index_per_candidate`` (B, C, K)), ``feature``: the video vector the head
+    reads, (B, D) (with VTM one per candidate, (B, C, D))."""
 
     def __init__(self, args: dict[str, Any], dims: dict[str, int]) -> None:
         super().__init__()
@@ -116,7 +118,10 @@ class VideoDistillModel(nn.Module):
         logits = self.sampler(frames.repeat_interleave(C, 0), sentences, mask.repeat_interleave(C, 0))  # (B*C, K, N)
         picked, index = self.select(logits, patch, copies=C)  # (B*C, K, P, W), (B*C, K)
         video = self.refine(self.patch_in(picked), sentences).view(B, C, -1)  # (B, C, D)
-        return {"logits": self.head(video, inputs["cand_mask"]), "index": index.view(B, C, -1), "feature": video}
+        scores = self.head(video, inputs["cand_mask"])  # (B, C)
+        per_candidate = index.view(B, C, -1)  # (B, C, K)
+        chosen = per_candidate[torch.arange(B, device=scores.device), scores.argmax(-1)]  # (B, K)
+        return {"logits": scores, "index": chosen, "index_per_candidate": per_candidate, "feature": video}
 
 
 def data(args: dict[str, Any]) -> dict[str, Any]:
