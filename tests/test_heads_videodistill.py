@@ -146,3 +146,11 @@ def test_ablations_train_a_step(kw):
     loss, logs = get_method("videodistill").loss(model, _batch(), {})
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_bad_argument_fails_before_the_store_is_opened(tmp_path):
+    from vqacache.heads.train import TrainConfig, train
+
+    with pytest.raises(UsageError, match="--method-arg fusion='gates'"):
+        train(TrainConfig(method="videodistill", store=str(tmp_path / "no-such.zarr"), out=str(tmp_path / "r"),
+                          args={"fusion": "gates"}))

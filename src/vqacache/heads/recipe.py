@@ -207,6 +207,8 @@ class TrainRecipe:
         self._check_optim()
         ckpt = self._read_resume()
         self.args = ckpt.model_args if ckpt else method_args(self.method, cfg.args)
+        if self.method.check is not None:
+            self.method.check(self.args)
         self.stores = StoreSet(
             cfg.store, cfg.stores, dataset=cfg.dataset, expect=ckpt.store_fingerprints if ckpt else None,
             expect_what="the checkpoint", expect_paths=ckpt.store_paths if ckpt else None,

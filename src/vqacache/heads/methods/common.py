@@ -36,6 +36,8 @@ class Method:
     ``prepare(args, stores) -> dict``, optional: facts of the run's stores the model needs
     (identities, a tokenizer's vocabulary, ...), merged into the arguments once, before the
     first ``build``, and recorded with them (config.json, checkpoints).
+    ``check(args)``, optional: refuse bad arguments with one line (:class:`UsageError` naming
+    the argument), called by the training recipe before any store is opened.
     """
 
     name: str
@@ -46,6 +48,7 @@ class Method:
     defaults: dict[str, Any] = field(default_factory=dict)
     optim: dict[str, Any] = field(default_factory=dict)
     prepare: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+    check: Callable[[dict[str, Any]], None] | None = None
 
 
 VIDEODISTILL_OPTIM = {"lr": 3e-5, "weight_decay": 1e-3, "warmup": 0.1}

@@ -130,5 +130,5 @@ def data(args: dict[str, Any]) -> dict[str, Any]:
 
 METHOD = Method(
     name="videodistill", build=VideoDistillModel, loss=plain_loss, predict=plain_predict, data=data,
-    defaults={**DEFAULTS, **PAPER}, optim=VIDEODISTILL_OPTIM,
+    defaults={**DEFAULTS, **PAPER}, optim=VIDEODISTILL_OPTIM, check=check_args,
 )
