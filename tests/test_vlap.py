@@ -269,6 +269,26 @@ def test_bfloat16_llm_keeps_the_trained_parts_float32_and_the_loss_close(store_p
         VlapModel({**args, "llm_dtype": "float16"}, dims)
 
 
+def test_prompter_lr_scale_gives_the_prompter_its_own_learning_rate(store_path: Path) -> None:
+    """``prompter_lr_scale=s``: the Prompter's parameters in groups at lr * s, every other
+    trained parameter at lr, weight decay on matrices only (recomputed here by name)."""
+    from vqacache.heads.recipe import parameter_groups
+
+    args, dims, _ = _setup(store_path, recipe="prompter", prompter_lr_scale=30.0)
+    model = VlapModel(args, dims)
+    groups = parameter_groups(model, {"lr": 1e-3, "weight_decay": 0.05})
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        lr = 1e-3 * (30.0 if name.startswith("prompter.") else 1.0)
+        wd = 0.05 if p.ndim >= 2 and "embed" not in name else 0.0
+        assert lr_of[id(p)] == pytest.approx((lr, wd)), name
+    assert any(n.startswith("prompter.") for n, _ in model.named_parameters())
+    plain = parameter_groups(VlapModel({**args, "prompter_lr_scale": 1.0}, dims), {"lr": 1e-3, "weight_decay": 0.05})
+    assert [g["lr"] for g in plain] == [1e-3, 1e-3]  # the default: the paper's single learning rate
+    with pytest.raises(UsageError, match="prompter_lr_scale"):
+        VlapModel({**args, "prompter_lr_scale": 0.0}, dims)
+
+
 def test_prediction_is_the_argmax_over_the_option_letters(store_path: Path) -> None:
     args, dims, batch = _setup(store_path, recipe="uniform", num_frames=K)
     model = VlapModel(args, dims).eval()

@@ -153,6 +153,22 @@ def lr_lambda(total: int, warmup_steps: int, schedule: str = "linear") -> Callab
     return f
 
 
+def parameter_groups(model: torch.nn.Module, optim: dict[str, Any]) -> list[dict[str, Any]]:
+    """Matrices (not embeddings) with ``weight_decay``, the rest without; a model with an
+    ``lr_scale(name) -> float`` method (e.g. VLAP's ``prompter_lr_scale``) gets one group per
+    scale, at ``lr * scale`` (the schedule multiplies every group's own lr)."""
+    scale_of = getattr(model, "lr_scale", None)
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        decay = p.ndim >= 2 and "embed" not in name
+        groups.setdefault((decay, float(scale_of(name)) if scale_of else 1.0), []).append(p)
+    for decay in (True, False):  # both base groups exist, in this order (as before the scales)
+        groups.setdefault((decay, 1.0), [])
+    ordered = sorted(groups, key=lambda k: (k[1] != 1.0, not k[0], k[1]))
+    return [{"params": groups[k], "weight_decay": optim["weight_decay"] if k[0] else 0.0, "lr": optim["lr"] * k[1]}
+            for k in ordered]
+
+
 def make_optimizer(name: str, groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
     """The optimiser registered as ``name`` over parameter ``groups``; unknown names list the valid ones."""
     if name not in OPTIMIZERS:
@@ -279,14 +295,8 @@ class TrainRecipe:
 
     def _setup_optimizer(self) -> None:
         cfg, optim = self.cfg, self.optim
-        named = list(self.model.named_parameters())
-        decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
-        no_decay = [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)]
-        self.optimizer = make_optimizer(
-            optim.get("optimizer", "adamw"),
-            [{"params": decay, "weight_decay": optim["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=optim["lr"],
-        )
+        self.optimizer = make_optimizer(optim.get("optimizer", "adamw"), parameter_groups(self.model, optim),
+                                        lr=optim["lr"])
         steps = -(-len(self.train_ds) // cfg.batch_size)
         self.steps_per_epoch = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
         self.total = self.steps_per_epoch * cfg.epochs

@@ -61,7 +61,10 @@ divides by 50 epochs whatever the run's length); the separate frozen teacher (pa
 channels`` for the other reading of Table 5). Warm-up is a fraction of the steps (the released
 configs use 500 steps), then a cosine decay (AdamW lr 1e-5, weight decay 0.05).
 ``question_aware=true`` (this project's extension) feeds the question's sentence vector to the
-Prompter's first layer. Multiple-choice datasets only.
+Prompter's first layer. ``prompter_lr_scale`` (this project's extension, default 1 = the
+paper's single learning rate) multiplies the Prompter's learning rate: the Prompter starts
+from random weights while the rest starts pretrained, and the straight-through signal is weak
+(docs/vlap.md, diagnostic). Multiple-choice datasets only.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ DEFAULTS: dict[str, Any] = {
     "recipe": "vlap", "num_frames": 32, "num_select": 4, "weights": DEFAULT_WEIGHTS, "size": "checkpoint",
     "weights_seed": 0, "w_distill": 0.01, "distill_norm": "tokens", "eval_noise": False, "question_aware": False,
     "teacher": "separate", "teacher_checkpoint": "", "max_text_len": 128, "max_prompt_len": 256,
-    "llm_dtype": "float32",
+    "llm_dtype": "float32", "prompter_lr_scale": 1.0,
 }
 OPTIM = {"lr": 1e-5, "weight_decay": 0.05, "warmup": 0.1, "schedule": "cosine"}
 FROZEN = ("llm.", "teacher.")
@@ -107,6 +110,8 @@ def _check_args(args: dict[str, Any]) -> None:
         raise UnknownName(f"unknown vlap teacher {args['teacher']!r}; valid: {', '.join(TEACHERS)}")
     if args.get("llm_dtype", "float32") not in LLM_DTYPES:
         raise UnknownName(f"unknown vlap llm_dtype {args['llm_dtype']!r}; valid: {', '.join(LLM_DTYPES)}")
+    if not float(args.get("prompter_lr_scale", 1.0)) > 0:
+        raise UsageError(f"prompter_lr_scale must be positive, got {args['prompter_lr_scale']}")
     if args["recipe"] != "uniform" and args["num_frames"] % args["num_select"]:
         raise UsageError(f"num_frames ({args['num_frames']}) must be a multiple of num_select ({args['num_select']})")
 
@@ -228,6 +233,7 @@ class VlapModel(nn.Module):
             raise UsageError(f"vlap reads CLS and patch tokens of one ViT (widths {dims['cls_dim']} and "
                              f"{dims['patch_dim']} differ)")
         self.recipe = args["recipe"]
+        self.prompter_lr_scale = float(args.get("prompter_lr_scale", 1.0))
         width = dims["patch_dim"]
         parts = load_parts(args["weights"], size=args["size"], vision_width=width, vocab=args.get("vocab"),
                            seed=args["weights_seed"])
@@ -281,6 +287,11 @@ class VlapModel(nn.Module):
         teacher.requires_grad_(False)
         teacher.eval()
         return teacher
+
+    def lr_scale(self, name: str) -> float:
+        """The learning-rate multiplier of parameter ``name`` (``prompter_lr_scale`` for the
+        Prompter's, this project's extension; 1 elsewhere and in the paper)."""
+        return self.prompter_lr_scale if name.startswith("prompter.") else 1.0
 
     def train(self, mode: bool = True) -> VlapModel:  # the teacher stays in eval mode (frozen)
         super().train(mode)
