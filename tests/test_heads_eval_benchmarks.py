@@ -437,7 +437,8 @@ def test_registry_names_and_training_choice():
     assert {"nextqa", "star", "msvd_qa", "tgif_qa", "clevrer", "nextqa_oe"} <= set(list_scorers())
     with pytest.raises(UnknownName, match="activitynet_qa, agqa"):
         get_scorer("nope")
-    assert training_scorer("nextqa") is None and training_scorer("demo") is None
+    assert training_scorer("nextqa") is None and training_scorer("synthetic-temporal") is None
+    assert training_scorer("demo").name == "demo"  # the demo set validates with its vqa-eval scorer
     assert training_scorer("star") is get_scorer("star")
 
 

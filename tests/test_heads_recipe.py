@@ -97,3 +97,12 @@ def test_chance_accuracy_by_hand():
     val = [ref("x", 0, "dog"), ref("y", 0, "cat")]
     assert chance_accuracy(val, 0, train_refs) == pytest.approx(50.0)  # always "dog"
     assert chance_accuracy([], 0, []) is None
+
+
+def test_workers_give_the_losses_of_the_main_process(store, tmp_path):
+    """Persistent loader workers (pread readers reopened in each) feed the same batches in the
+    same (seed, epoch) order as reading in the main process."""
+    cfg = dict(method="uniform", store=str(store), batch_size=4, lr=1e-3, args=SMALL, epochs=2)
+    main = train(TrainConfig(out=str(tmp_path / "w0"), workers=0, **cfg))
+    workers = train(TrainConfig(out=str(tmp_path / "w1"), workers=1, **cfg))
+    assert workers["losses"] == main["losses"] and workers["val_acc"] == main["val_acc"]
