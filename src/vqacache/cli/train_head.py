@@ -176,7 +176,7 @@ def run(
     num_select: Annotated[int | None, typer.Option(help="K selected frames (default 16).")] = None,
     num_layers: Annotated[int | None, typer.Option(help="L blocks (default 3).")] = None,
     num_heads: Annotated[int | None, typer.Option(help="Attention heads (default 8).")] = None,
-    dim: Annotated[int | None, typer.Option(help="Model width (default: the patch width).")] = None,
+    dim: Annotated[int | None, typer.Option(help="Model width (default: the method's; videodistill 1024 as the paper, the others the patch width).")] = None,
     backbone: Annotated[str | None, typer.Option(
         help="sparc: hga, uniform or videodistill; siasamrea: uniform or videodistill.")] = None,
     threshold: Annotated[float | None, typer.Option(
