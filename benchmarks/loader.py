@@ -1,6 +1,6 @@
 """Samples/s of a training loop reading from a store vs the same loop over in-memory batches.
 
-    uv run python benchmarks/loader.py [--shape both|synthetic|nextqa] [--workers 2]
+    uv run python benchmarks/loader.py [--shape both|synthetic|nextqa] [--workers 2] [--reads-only N]
         [--nextqa-videos 5000] [--nextqa-store PATH] [--store PATH --method videodistill]
 
 Two store shapes, each written to a temporary folder unless given:
@@ -30,7 +30,12 @@ steps, timed:
    the median of the rounds' ratios, so both sides of a ratio saw the same machine load.
 
 Also, less sensitive to other processes' load: CPU time of this process per sample for reading
-(``ds[i]`` + collate, warm readers, no workers) and for the training step.
+(``ds[i]`` + collate, warm readers, one torch thread as in a DataLoader worker) and for the
+training step.
+
+``--reads-only N``: no training; per shape, the CPU time of reading N samples (warm readers)
+through the pread path and through zarr's own reads (the fast path switched off), the cause
+this benchmark was opened for.
 
 Last line: one JSON object, per shape ``store_samples_per_s``, ``cold_samples_per_s``,
 ``memory_samples_per_s``, ``store_vs_memory`` (steady / memory), ``cold_vs_memory``. On a
@@ -135,10 +140,13 @@ def measure(store: str, method_name: str, overrides: dict[str, Any], a: argparse
         "store_vs_memory": float(np.median(ratios)), "store_vs_memory_rounds": [round(r, 3) for r in ratios],
         "cold_vs_memory": cold / cold_memory,
     })
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker (PyTorch sets 1 there)
     t0 = time.process_time()  # CPU seconds of this process: less sensitive to other processes' load
     for i in range(a.steps * a.batch_size):
         collate([ds[i]])
     out["read_cpu_ms_per_sample"] = (time.process_time() - t0) * 1e3 / (a.steps * a.batch_size)
+    torch.set_num_threads(threads)
     t0 = time.process_time()
     timed(memory)
     out["step_cpu_ms_per_sample"] = (time.process_time() - t0) * 1e3 / (a.steps * a.batch_size)
@@ -150,6 +158,37 @@ def measure(store: str, method_name: str, overrides: dict[str, Any], a: argparse
     print(f"  CPU per sample, in this process: reading {out['read_cpu_ms_per_sample']:.2f} ms (warm readers), "
           f"training step {out['step_cpu_ms_per_sample']:.2f} ms")
     del loader
+    return out
+
+
+def reads_only(store: str, method_name: str, overrides: dict[str, Any], n: int) -> dict[str, float]:
+    """CPU ms per sample of ``ds[i]`` + collate in this process, warm readers, pread vs zarr's reads
+    (the same QADataset with :mod:`vqacache.heads.row_reads`'s fast path switched off)."""
+    from vqacache.heads import row_reads
+
+    method = get_method(method_name)
+    args = method_args(method, overrides)
+    out: dict[str, float] = {}
+    real = row_reads._layout
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker (PyTorch sets 1 there)
+    for name, layout in (("pread", real), ("zarr", lambda array: None)):
+        row_reads._layout = layout
+        try:
+            ds = QADataset(store, "train", **method.data(args))
+            m = min(n, len(ds))
+            for i in range(m):  # warm: every video opened once, as after a first epoch
+                ds[i]
+            t0 = time.process_time()
+            for i in range(m):
+                collate([ds[i]])
+            out[f"{name}_read_cpu_ms_per_sample"] = (time.process_time() - t0) * 1e3 / m
+        finally:
+            row_reads._layout = real
+    torch.set_num_threads(threads)
+    out["zarr_over_pread"] = out["zarr_read_cpu_ms_per_sample"] / out["pread_read_cpu_ms_per_sample"]
+    print(f"  reads, CPU ms per sample (warm): pread {out['pread_read_cpu_ms_per_sample']:.2f}, "
+          f"zarr {out['zarr_read_cpu_ms_per_sample']:.2f} ({out['zarr_over_pread']:.1f}x)", flush=True)
     return out
 
 
@@ -165,6 +204,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="training steps per timed run")
     p.add_argument("--rounds", type=int, default=3, help="steady-state store/memory pairs (median reported)")
     p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--reads-only", type=int, default=0, metavar="N",
+                   help="only compare the CPU cost of reading N samples through pread and through zarr (no training)")
     a = p.parse_args()
     if a.workers < 0 or min(a.steps, a.rounds, a.batch_size, a.nextqa_videos) < 1:
         p.error("--workers >= 0; --steps, --rounds, --batch-size and --nextqa-videos >= 1")
@@ -176,13 +217,19 @@ def main() -> None:
         store = a.store or str(make_temporal_store(Path(tmp.name) / "s.zarr", {"train": 150}, n_frames=32).path)
         print(f"synthetic ({a.method}, {store}):")
         head = {"mc_head": "cosine"} if a.method == "videodistill" else {}  # the model of the 0.15 figure
-        results["synthetic"] = measure(store, a.method, {"num_frames": 32, "num_select": 4, **small, **head}, a)
+        over = {"num_frames": 32, "num_select": 4, **small, **head}
+        results["synthetic"] = (reads_only(store, a.method, over, a.reads_only) if a.reads_only
+                                else measure(store, a.method, over, a))
     if a.shape in ("both", "nextqa"):
         path = Path(a.nextqa_store) if a.nextqa_store else Path(tmp.name) / "nextqa.zarr"
         t0 = time.perf_counter()
         make_nextqa_shaped_store(path, a.nextqa_videos)
-        print(f"nextqa shape (uniform, {a.nextqa_videos} videos, written or found in {time.perf_counter() - t0:.0f} s):")
-        results["nextqa"] = measure(str(path), "uniform", {"num_frames": 100, "num_select": 16, **small}, a)
+        n_videos = sum(1 for _ in (path / "videos").iterdir())
+        print(f"nextqa shape (uniform, {path}: {n_videos} videos, written or found in {time.perf_counter() - t0:.0f} s):")
+        over = {"num_frames": 100, "num_select": 16, **small}
+        results["nextqa"] = (reads_only(str(path), "uniform", over, a.reads_only) if a.reads_only
+                             else measure(str(path), "uniform", over, a))
+        results["nextqa"]["store_videos"] = n_videos
     print(json.dumps(results))
 
 
