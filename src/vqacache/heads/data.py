@@ -35,12 +35,14 @@ complete in a frame store) are left out and counted in ``coverage``.
 
 Reads are lazy: construction reads only the question bundles' JSON attributes (and the pts of
 a few videos to check the stores' alignment); each ``__getitem__`` reads one question's text
-rows and the selected frames of one video (zarr orthogonal selection, only the chunks holding
-those frames). The stores are opened again in each DataLoader worker (the open handles are
-dropped when the dataset is pickled) and their fingerprints checked again.
+rows and the selected frames of one video with :class:`~vqacache.heads.row_reads.RowReader`
+(``pread`` of the rows' bytes in the uncompressed shards, one read per run of nearby rows;
+zarr's own reads for any other layout). A video is opened once per process (its arrays'
+metadata, pts, shard indexes). The stores are opened again in each DataLoader worker (the
+open handles are dropped when the dataset is pickled) and their fingerprints checked again.
 
 **Patch tokens** (``patch_frames``). VideoDistill's straight-through top-K
-(``select_frames(mask, patches)`` = ``mask @ patches``) sends a gradient to the selection
+(``select_frames(mask, patches)``, with the gradients of ``mask @ patches``) sends a gradient to the selection
 logit of *every* candidate frame n through ``<dL/d selected, patches[n]>``; fetching only the
 frames picked by the sampler would leave that gradient only on the K picked entries (a
 biased, much noisier estimator) and would need a second, synchronous store read inside the
