@@ -225,7 +225,9 @@ def run(
         typer.echo(f"teacher: {100 * metrics['train_outside_topk']:.1f}% of the last epoch's training answers are "
                    "outside the open-ended teacher's top-k (p_a = 0 on every frame: causal set = all frames); "
                    "vqa-featurize --imageqa-k raises k")
-    typer.echo(f"done: best val acc {metrics.get('best_val_acc', float('nan')):.2f}; run in {out}")
+    missing = metrics.get("val_missing") or 0  # counted wrong in val acc, as the official metric does
+    counted = f" ({missing} of {metrics['val']['listed']} validation questions without features, counted wrong)" if missing else ""
+    typer.echo(f"done: best val acc {metrics.get('best_val_acc', float('nan')):.2f}{counted}; run in {out}")
 
 
 def main() -> None:
