@@ -647,3 +647,16 @@ def test_cli_trains_mcg_end_to_end(store_path: Path, tmp_path: Path, extra: list
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     rebuilt = mcg.McgModel(ckpt["model_args"], ckpt["dims"])  # the recorded vocabulary gives the same ids
     rebuilt.load_state_dict(ckpt["model"])
+
+
+def test_diagnostic_mean_and_standard_error_by_hand() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mcg_diagnostic.py"
+    spec = importlib.util.spec_from_file_location("mcg_diagnostic_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    # 28.33, 85, 58.33: mean 57.22; sample variance ((-28.89)^2 + 27.78^2 + 1.11^2) / 2 = 803.8, se sqrt(803.8 / 3)
+    mean, se = module.mean_se([28.33, 85.0, 58.33])
+    assert mean == pytest.approx(57.2200, abs=1e-3) and se == pytest.approx(16.375, abs=1e-2)
+    assert module.mean_se([5.0]) == (5.0, 0.0)
