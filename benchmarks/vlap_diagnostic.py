@@ -1,17 +1,24 @@
 """Diagnostic for VLAP (issue 12): does the Frame-Prompter find the key frames, and how do
 uniform-4, Prompter-4, Prompter-4 + distiller and the teacher on all T frames compare?
 
-    uv run python benchmarks/vlap_diagnostic.py [--clips 300] [--epochs 8] [--pretrain-steps 400]
+    uv run python benchmarks/vlap_diagnostic.py [--clips 300] [--test-clips 150] [--epochs 6] [--out DIR]
     (or benchmarks/diagnostic.py --method vlap ...)
 
-**The store.** T = 32 frames of 1 + 4 tokens (width 32). Every frame shows a random concept
-on its patches; each of a clip's two questions ("what is shown with marker m?") has 1-2 key
-frames that show marker m on their CLS token and the answer's concept on their patches, and
-whose tokens' channel mean is shifted by ``--key-shift`` (so a question-blind Frame-Prompter
-can find them from the channel means it reads). Options: the ``--concepts`` concepts in a fixed
-order (the letter names the concept; chance = 1/concepts). Negative control (``--decoys``,
-default 8): as many other frames get the same shift without a marker, so the shift no longer
-tells key frames apart and a question-blind Prompter should gain little.
+**The stores.** T = 32 frames of 1 + 4 tokens (width 32). Every frame shows a random concept
+on its patches; a question ("what is shown with marker m?") has 1-2 key frames that show
+marker m on their CLS token and the answer's concept on their patches, and whose tokens'
+channel mean is shifted by ``--key-shift`` (so a question-blind Frame-Prompter can find them
+from the channel means it reads). Options: the ``--concepts`` concepts in a fixed order (the
+letter names the concept; chance = 1/concepts). Three stores from one generator:
+
+* ``main``: one question a clip: the shifted frames are the question's key frames.
+* ``qdep`` (question-dependent, a negative control): two questions a clip, each with its own
+  key frames, all shifted: the shift says "a key frame of some question", so a question-blind
+  Prompter picks the same frames for both questions and should gain little. (The
+  question-aware extension reads the question's sentence vector, but its Prompter still sees
+  only channel means, which do not say which marker a frame shows.)
+* ``decoys`` (``--decoys``, default 8): one question, plus that many frames with the shift and
+  no marker: the shift no longer singles out the key frames.
 
 **The checkpoint.** VLAP starts from a pretrained image model (InstructBLIP) whose frozen LLM
 already reads the prompt. A random frozen T5 does not (v1 of this diagnostic used the tiny
@@ -25,15 +32,19 @@ its vision LayerNorm, the frozen LLM). The teacher of the distiller arms is that
 Q-Former (the method's default when no ``teacher_checkpoint`` is given), not a trained teacher
 run.
 
-**The arms** (same budget: epochs, batch, lr, seed): uniform-4 (``recipe=uniform``),
-Prompter-4 (``prompter``), Prompter-4 + distiller (``vlap``), teacher-32 (``teacher``: all T
-frames), the question-aware Prompter-4 (this project's extension), and uniform / vlap on the
-decoy store. Printed: each arm's test accuracy (last epoch), the Prompter's key-frame hit rate
-(a selected frame among the question's key frames) against uniform's and K/T, and the
-checkpoint's own image-QA accuracy with 1 and 4 frames. Expected (issue 12): hit rate well
-above K/T; accuracy uniform < Prompter <= Prompter + distiller <= teacher. One seed. Last
-line JSON.
+**The arms** (same budget: epochs, batch, seed; ``--lr`` 3e-5 for the pretrained parts, the
+Prompter at ``--prompter-lr-scale`` x that: it starts from random weights, and at the paper's
+single lr it does not move in this budget, which the ``prompter_paper_lr`` arm shows):
+uniform-4 (``recipe=uniform``), Prompter-4 (``prompter``), Prompter-4 + distiller (``vlap``),
+teacher-32 (``teacher``: all T frames) on ``main``; uniform, Prompter and the question-aware
+Prompter (this project's extension) on ``qdep``; uniform and Prompter on ``decoys``. Printed:
+each arm's test accuracy (last epoch), the key-frame hit rate of its frames (a selected frame
+among the question's key frames) against K/T, the checkpoint's own image-QA accuracy with 1
+and 4 frames, and the straight-through signal at the checkpoint (:func:`straight_through_signal`).
+Expected (issue 12): hit rate well above K/T; accuracy uniform < Prompter <= Prompter +
+distiller <= teacher; little gain on ``qdep``. One seed. Last line JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,6 +77,10 @@ def key_frames(store_path: Path, split: str) -> dict[str, set[int]]:
     return {e["qid"]: set(e["key_frames"]) for _, g in root[f"questions/{split}"].groups() for e in g.attrs["entries"]}
 
 
+MARKERS = 2
+"""Marker vectors every world draws (a store uses the first ``n_markers``)."""
+
+
 @dataclass(frozen=True)
 class ClipConfig:
     """The synthetic clips' shape (see the module docstring)."""
@@ -73,7 +88,7 @@ class ClipConfig:
     n_frames: int = 32
     dim: int = 32
     n_patches: int = 4
-    n_markers: int = 2
+    n_markers: int = 1
     n_concepts: int = 4
     n_candidates: int = 4
     noise: float = 0.3
@@ -82,6 +97,8 @@ class ClipConfig:
     fixed_options: bool = True
 
     def __post_init__(self) -> None:
+        if not 1 <= self.n_markers <= MARKERS:
+            raise ValueError(f"n_markers must be 1..{MARKERS}")
         if self.fixed_options and self.n_candidates != self.n_concepts:
             raise ValueError("fixed_options lists every concept: n_candidates must equal n_concepts")
 
@@ -99,7 +116,7 @@ class World:
     def make(cls, cfg: ClipConfig, seed: int) -> World:
         rng = np.random.default_rng(seed)
         unit = lambda n: (v := rng.standard_normal((n, cfg.dim))) / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
-        return cls(unit(cfg.n_markers), unit(cfg.n_markers), unit(cfg.n_concepts), unit(cfg.n_concepts))
+        return cls(unit(MARKERS), unit(MARKERS), unit(cfg.n_concepts), unit(cfg.n_concepts))  # same for any n_markers
 
 
 @dataclass(frozen=True)
@@ -290,7 +307,8 @@ def straight_through_signal(weights: Path, store: Path, frames: int, select: int
     return hits / max(total, 1)
 
 
-ARMS = ("uniform", "prompter", "prompter_paper_lr", "prompter_distill", "teacher", "question_aware", "control_uniform", "control_prompter")
+ARMS = ("uniform", "prompter", "prompter_paper_lr", "prompter_distill", "teacher", "qdep_uniform", "qdep_prompter",
+        "question_aware", "control_uniform", "control_prompter")
 
 
 @torch.no_grad()
@@ -318,12 +336,14 @@ def run_vlap(a: argparse.Namespace) -> None:
     tmp = tempfile.TemporaryDirectory()
     out = Path(a.out or tmp.name)
     cfg = ClipConfig(n_frames=a.frames, key_shift=a.key_shift, n_concepts=a.concepts, n_candidates=a.concepts)
-    configs = {"main": cfg, "control": ClipConfig(**{**asdict(cfg), "decoys": a.decoys})}
+    both = ClipConfig(**{**asdict(cfg), "n_markers": 2})  # two questions a clip, each with its own key frames
+    configs = {"main": cfg, "qdep": both, "decoys": ClipConfig(**{**asdict(cfg), "decoys": a.decoys})}
     stores = {name: out / f"vlap-{name}.zarr" for name in configs}
     for name, path in stores.items():
         if not path.exists():
             make_vlap_store(path, {"train": a.clips, "test": a.test_clips}, configs[name], seed=a.seed)
-    print(f"stores written ({a.clips} train / {a.test_clips} test clips, 2 questions each) in "
+    print(f"stores written ({a.clips} train / {a.test_clips} test clips; main and decoys: 1 question a clip, "
+          f"question-dependent: 2) in "
           f"{time.perf_counter() - t0:.0f} s")
     t = time.perf_counter()
     weights = out / "instructblip-pretrained"
@@ -331,7 +351,7 @@ def run_vlap(a: argparse.Namespace) -> None:
     if record.exists():
         pretrained = json.loads(record.read_text())
     else:
-        pretrained = pretrain_instructblip(weights, cfg, steps=a.pretrain_steps, lr=a.pretrain_lr, seed=a.seed)
+        pretrained = pretrain_instructblip(weights, both, steps=a.pretrain_steps, lr=a.pretrain_lr, seed=a.seed)
         record.write_text(json.dumps(pretrained))
     print(f"pretrained checkpoint ({a.pretrain_steps} steps of image QA): accuracy with 1 frame "
           f"{pretrained['pretrained_acc_1_frames']:.1f}%, with 4 frames {pretrained['pretrained_acc_4_frames']:.1f}% "
@@ -345,8 +365,9 @@ def run_vlap(a: argparse.Namespace) -> None:
         "uniform": ("main", {"recipe": "uniform"}), "prompter": ("main", {"recipe": "prompter"}),
         "prompter_paper_lr": ("main", {"recipe": "prompter", "prompter_lr_scale": 1.0}),
         "prompter_distill": ("main", {"recipe": "vlap"}), "teacher": ("main", {"recipe": "teacher"}),
-        "question_aware": ("main", {"recipe": "vlap", "question_aware": True}),
-        "control_uniform": ("control", {"recipe": "uniform"}), "control_prompter": ("control", {"recipe": "vlap"}),
+        "qdep_uniform": ("qdep", {"recipe": "uniform"}), "qdep_prompter": ("qdep", {"recipe": "prompter"}),
+        "question_aware": ("qdep", {"recipe": "prompter", "question_aware": True}),
+        "control_uniform": ("decoys", {"recipe": "uniform"}), "control_prompter": ("decoys", {"recipe": "prompter"}),
     }
     if a.arms:
         unknown = sorted(set(a.arms.split(",")) - set(arms))
@@ -369,19 +390,15 @@ def run_vlap(a: argparse.Namespace) -> None:
     k_over_t = a.select / a.frames
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     print(f"hit rate: prompter {fmt(hits['prompter'])}, prompter+distill {fmt(hits['prompter_distill'])}, uniform "
-          f"{fmt(hits['uniform'])}, K/T {k_over_t:.3f}; negative control (decoys): prompter "
+          f"{fmt(hits['uniform'])}, K/T {k_over_t:.3f}; question-dependent: prompter {fmt(hits['qdep_prompter'])}, "
+          f"question-aware {fmt(hits['question_aware'])} vs uniform {fmt(hits['qdep_uniform'])}; decoys: prompter "
           f"{fmt(hits['control_prompter'])} vs uniform {fmt(hits['control_uniform'])}")
+    figures = {f"{name}_acc": acc[name] for name in ARMS}
+    figures.update({f"{name}_hit_rate": hits[name] for name in ARMS if name != "teacher"})
     print(json.dumps({
-        "uniform_acc": acc["uniform"], "prompter_acc": acc["prompter"], "prompter_distill_acc": acc["prompter_distill"],
-        "teacher_acc": acc["teacher"], "question_aware_acc": acc["question_aware"],
-        "prompter_paper_lr_acc": acc["prompter_paper_lr"], "prompter_paper_lr_hit_rate": hits["prompter_paper_lr"],
-        "prompter_lr_scale": a.prompter_lr_scale, "lr": a.lr,
-        "prompter_hit_rate": hits["prompter"], "prompter_distill_hit_rate": hits["prompter_distill"],
-        "question_aware_hit_rate": hits["question_aware"], "uniform_hit_rate": hits["uniform"], "k_over_t": k_over_t,
-        "control_uniform_acc": acc["control_uniform"], "control_prompter_acc": acc["control_prompter"],
-        "control_prompter_hit_rate": hits["control_prompter"], "control_uniform_hit_rate": hits["control_uniform"],
-        "st_signal_key_share": signal, "st_signal_chance": a.select / a.frames, **pretrained, "chance_acc": 100.0 / a.concepts, "decoys": a.decoys, "epochs": a.epochs, "clips": a.clips,
-        "minutes": (time.perf_counter() - t0) / 60,
+        **figures, "k_over_t": k_over_t, "chance_acc": 100.0 / a.concepts, "st_signal_key_share": signal,
+        **pretrained, "lr": a.lr, "prompter_lr_scale": a.prompter_lr_scale, "decoys": a.decoys, "epochs": a.epochs,
+        "clips": a.clips, "test_clips": a.test_clips, "seed": a.seed, "minutes": (time.perf_counter() - t0) / 60,
     }))
 
 
@@ -391,10 +408,10 @@ def main() -> None:
     p.add_argument("--decoys", type=int, default=8, help="shifted frames without a marker (negative control)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--clips", type=int, default=300)
-    p.add_argument("--test-clips", type=int, default=100)
+    p.add_argument("--test-clips", type=int, default=150)
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--select", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-5, help="lr of the pretrained parts (small: they overfit 400 questions fast)")
     p.add_argument("--prompter-lr-scale", type=float, default=1000.0,
