@@ -28,6 +28,10 @@ SiaSamRea (issue 13): runs ``benchmarks/siasamrea_diagnostic.py`` (see its docst
     uv run python benchmarks/diagnostic.py --method mcg [options of mcg_diagnostic.py]
 
 MCG (issue 14): runs ``benchmarks/mcg_diagnostic.py`` (see its docstring).
+
+    uv run python benchmarks/diagnostic.py --method videodistill-ablations [options of videodistill_ablations.py]
+
+VideoDistill's Table 4 rows (issue 16): runs ``benchmarks/videodistill_ablations.py``.
 """
 
 from __future__ import annotations
@@ -93,7 +97,8 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return mu, math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1) / n)
 
 
-SCRIPTS = {"vlap": "vlap_diagnostic", "siasamrea": "siasamrea_diagnostic", "mcg": "mcg_diagnostic"}
+SCRIPTS = {"vlap": "vlap_diagnostic", "siasamrea": "siasamrea_diagnostic", "mcg": "mcg_diagnostic",
+           "videodistill-ablations": "videodistill_ablations"}
 """``--method NAME`` -> the module in benchmarks/ that holds that method's diagnostic (its own options)."""
 
 
