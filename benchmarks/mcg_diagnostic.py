@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import tempfile
 import time
@@ -35,6 +34,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from diagnostic import mean_se  # benchmarks/diagnostic.py (this folder is on sys.path when run as a script)
 
 from vqacache.cache_spec import open_store
 from vqacache.heads.data import QADataset, collate
@@ -131,15 +132,6 @@ ARMS = {
     "icl": {"lambda_icl": 1.0, "lambda_tcl": 0.0, "contrast_text": "question_answer"},
     "mcg": {"lambda_icl": 1.0, "lambda_tcl": 1.0, "contrast_text": "question_answer"},
 }
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error (sample std / sqrt(n); 0 for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
 def main() -> None:

@@ -652,7 +652,12 @@ def test_cli_trains_mcg_end_to_end(store_path: Path, tmp_path: Path, extra: list
 def test_diagnostic_mean_and_standard_error_by_hand() -> None:
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mcg_diagnostic.py"
+    import sys
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(benchmarks) not in sys.path:  # mcg_diagnostic imports mean_se from diagnostic.py beside it
+        sys.path.insert(0, str(benchmarks))
+    path = benchmarks / "mcg_diagnostic.py"
     spec = importlib.util.spec_from_file_location("mcg_diagnostic_under_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
