@@ -22,6 +22,13 @@ Mutations tried (each made by hand in the code, the suite run, the change revert
    ``test_total_loss_is_the_task_loss_plus_the_weighted_distillation`` now fails on it.
 
 (Mutations 1-5 also fail the model-level tests that run a whole training step.)
+
+Added with ``llm_dtype`` and ``prompter_lr_scale``:
+
+8. ``VlapModel`` builds ``FrozenT5`` on ``parts.llm`` without the cast to ``llm_dtype``: fails
+   ``test_bfloat16_llm_keeps_the_trained_parts_float32_and_the_loss_close``.
+9. ``VlapModel.lr_scale`` returns 1 for every parameter: fails
+   ``test_prompter_lr_scale_gives_the_prompter_its_own_learning_rate``.
 """
 
 from __future__ import annotations
