@@ -6,17 +6,18 @@ Rows, top to bottom (each only when its data is at hand):
    frames, each the decoded frame nearest its time;
 2. the image-QA teacher's per-frame probability of each candidate for the question (one line
    per candidate, the correct one thick), with the question's segment shaded;
-3. the store's frames as ticks on the time axis, and, given a SpARC training run (``--run``), its
-   causal set: the teacher frames whose probability of the correct answer exceeds the run's
-   threshold (``causal_set``, computed from the stored probabilities as the run does).
-
-Training runs do not record which frames a sampler picked (VideoDistill's top-K, VLAP's
-per-segment choice), so those are not drawn; the PNG says so when a run of such a method is given.
+3. the store's frames as ticks on the time axis, and, given a training run (``--run``) and a
+   question, the frames its model picks for that question, one marker row per kind of pick:
+   VideoDistill's top-K, VLAP's per-segment choice, SpARC's causal set (and its backbone's
+   top-K). Runs do not record picks: they are recomputed from the run's checkpoint by
+   :func:`vqacache.heads.sampler_picks.sampler_picks` (the model in eval mode on the
+   question's batch from this store).
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +25,10 @@ import numpy as np
 
 from vqacache.cache_spec.errors import NotComplete, UsageError
 from vqacache.cache_spec.store import FeatureStore
+from vqacache.heads.sampler_picks import FramePick, run_checkpoint, sampler_picks
 
-SAMPLER_METHODS = ("videodistill", "vlap", "siasamrea", "mcg")
-"""Methods whose frame picks are made inside the model and not recorded by a run."""
+PICK_STYLES = (("o", "tab:red"), ("v", "tab:blue"), ("s", "tab:green"), ("D", "tab:purple"))
+"""(marker, colour) of each kind of pick, in the order the run's method gives them."""
 
 
 @dataclass
@@ -42,7 +44,8 @@ class Timeline:
     segment: tuple[float | None, float | None] = (None, None)
     teacher_pts: np.ndarray | None = None  # (F,)
     teacher: np.ndarray | None = None  # (F, C)
-    causal_pts: np.ndarray | None = None  # (k,) SpARC's causal frames' times
+    picks: list[FramePick] = field(default_factory=list)  # the run's picks (rows, times) for the question
+    model_pts: np.ndarray | None = None  # (n,) times of the frames the run's model reads for the question
     thumbnails: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (time, (H, W, 3) uint8)
     notes: list[str] = field(default_factory=list)
 
@@ -54,6 +57,8 @@ def timeline(store: FeatureStore, video_id: str, qid: str | None = None, run_dir
     if not store.is_complete(video_id):
         raise NotComplete(f"--video {video_id!r} is not complete in {store.path}")
     config = _run_config(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        run_checkpoint(run_dir)  # one line naming --run when it has none, before any work
     if video_file is not None and not Path(video_file).is_file():
         raise UsageError(f"--video-file {video_file} does not exist")
     t = Timeline(video_id, np.asarray(store.video_arrays(video_id)["pts"][:], dtype=np.float64))
@@ -70,8 +75,15 @@ def timeline(store: FeatureStore, video_id: str, qid: str | None = None, run_dir
             t.teacher, t.teacher_pts = np.asarray(q.imageqa, np.float64), np.asarray(q.imageqa_pts, np.float64)
         elif q.imageqa is None:
             t.notes.append("no image-QA teacher probabilities in this store")
-    if config is not None:
-        _run_frames(t, config)
+    if config is not None and run_dir is not None:
+        if t.qid is None:
+            t.notes.append("the run's picks are per question: give --question")
+        else:
+            picks = sampler_picks(store, t.qid, run_dir, config)
+            t.picks = picks.picks
+            if len(picks.frame_rows):
+                t.model_pts = t.pts[picks.frame_rows]
+            t.notes += picks.notes + [f"{p.label}: frames {', '.join(map(str, p.rows.tolist()))}" for p in picks.picks]
     if video_file is not None:
         t.thumbnails = thumbnails(Path(video_file), t.pts, n_thumbnails)
     return t
@@ -83,26 +95,6 @@ def _run_config(run_dir: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"--run {run_dir}: no readable config.json ({exc.__class__.__name__})") from None
-
-
-def _run_frames(t: Timeline, config: dict) -> None:
-    method = str(config.get("method"))
-    if method == "sparc":
-        if t.teacher is None or t.answer is None:
-            t.notes.append("SpARC's causal set needs --question with teacher probabilities and a labelled answer")
-            return
-        import torch
-
-        from vqacache.heads.methods.sparc import causal_set
-
-        threshold = float((config.get("args") or {}).get("threshold", 0.5))
-        teacher = torch.from_numpy(t.teacher)[None]  # (1, F, C)
-        valid = torch.ones(1, len(t.teacher_pts), dtype=torch.bool)
-        keep = causal_set(teacher, torch.tensor([t.answer]), valid, threshold)[0].numpy()  # (F,)
-        t.causal_pts = t.teacher_pts[keep]
-        t.notes.append(f"SpARC causal set: p(answer) > {threshold:g} ({int(keep.sum())} of {len(keep)} frames)")
-    elif method in SAMPLER_METHODS or (config.get("args") or {}).get("backbone") in SAMPLER_METHODS:
-        t.notes.append(f"run {method}: the frames its sampler picked are not recorded by training runs")
 
 
 def thumbnails(video_file: Path, pts: np.ndarray, n: int) -> list[tuple[float, np.ndarray]]:
@@ -139,8 +131,12 @@ def render(t: Timeline, out: Path):
 
     n_thumbs = len(t.thumbnails)
     rows = (1 if n_thumbs else 0) + 2
-    fig = plt.figure(figsize=(12, 2.2 * rows + 0.6 * len(t.notes) / 2))
-    grid = fig.add_gridspec(rows, max(n_thumbs, 1), height_ratios=([1.0] if n_thumbs else []) + [2.0, 0.6])
+    frames_height = 0.6 + 0.3 * len(t.picks)
+    height = 2.2 * (rows - 1) + 1.2 * frames_height + 0.6 + 0.13 * len(t.notes)  # inches
+    fig = plt.figure(figsize=(12, height))
+    grid = fig.add_gridspec(rows, max(n_thumbs, 1), height_ratios=([1.0] if n_thumbs else []) + [2.0, frames_height],
+                            bottom=(0.55 + 0.13 * len(t.notes)) / height, top=1 - 0.45 / height,
+                            right=0.75 if t.picks or t.model_pts is not None else 0.97, left=0.06)
     for i, (time, image) in enumerate(t.thumbnails):
         ax = fig.add_subplot(grid[0, i])
         ax.imshow(image)
@@ -167,10 +163,16 @@ def render(t: Timeline, out: Path):
         for ax in (probs, frames):
             ax.axvspan(lo, hi, color="0.9", zorder=0)
     frames.vlines(t.pts, 0, 1, color="0.6", lw=0.5, gid="store-frames")
-    if t.causal_pts is not None and len(t.causal_pts):
-        frames.plot(t.causal_pts, np.full(len(t.causal_pts), 0.5), "o", color="tab:red", label="SpARC causal set",
-                    gid="causal")
-        frames.legend(fontsize=7, loc="upper right")
+    if t.model_pts is not None:
+        frames.plot(t.model_pts, np.full(len(t.model_pts), 0.04), "|", color="0.3", ms=8, ls="none",
+                    label="frames the model reads", gid="model-frames")
+    for i, pick in enumerate(t.picks):  # one row of markers per kind, top to bottom
+        marker, colour = PICK_STYLES[i % len(PICK_STYLES)]
+        y = 1 - (i + 1) / (len(t.picks) + 1)
+        frames.plot(pick.pts, np.full(len(pick.pts), y), marker, color=colour, ms=7, ls="none", label=textwrap.fill(pick.label, 36),
+                    gid=f"pick-{i}")
+    if t.picks or t.model_pts is not None:
+        frames.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     frames.set_yticks([])
     frames.set_xlabel("time (s)")
     title = f"video {t.video_id}: {len(t.pts)} frames"
