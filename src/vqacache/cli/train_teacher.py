@@ -11,8 +11,11 @@ loadable with ``vqa-featurize --imageqa albef --imageqa-weights PATH``. ``--targ
 whose question bundles receive the recomputed probabilities under their own teacher spec
 (default: the token store; a store that already holds a teacher's probabilities refuses
 another). The run log in the target store counts the frames read from the cache and the frames
-decoded (0). ``--weights random[:SEED]`` gives random weights (with a WordPiece tokenizer built
-from the store's own questions and answers unless ``--tokenizer`` is given).
+decoded (0). ``--weights random[:SEED]`` gives random weights (with the architecture's own
+tokenizer, else a WordPiece tokenizer built from the store's own questions and answers, unless
+``--tokenizer`` is given). ``--architecture``: the ALBEF architecture (default: the token
+store's, e.g. ``albef-tiny`` for a store featurized with ``--encoder albef-tiny``); it is recorded
+in the checkpoint, which ``--imageqa albef --imageqa-weights`` then builds with.
 """
 
 from __future__ import annotations
@@ -29,6 +32,18 @@ from vqacache.cli._common import user_errors_exit
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 TEACHERS = ("albef",)
+
+
+def store_architecture(store, given: str | None) -> str:
+    """``--architecture`` if given, else the ALBEF architecture the token store's spec records
+    (``albef:NAME``); one line naming the flag when it is not a known one."""
+    from vqacache.featurize.encoders.albef import ARCHITECTURES
+
+    name = given or store.spec.architecture.removeprefix("albef:")
+    if name not in ARCHITECTURES:
+        where = "--architecture" if given else f"--tokens {store.path} (architecture {store.spec.architecture!r})"
+        raise UsageError(f"{where}: unknown ALBEF architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return name
 
 
 def store_texts(store) -> list[str]:
@@ -63,9 +78,12 @@ def run(
     frames: Annotated[int, typer.Option(help="Frames per question (A.4: 16 NExT-QA, 8 AGQA).")] = 16,
     batch_size: Annotated[int, typer.Option(help="(frame, question) pairs per step (this project's choice).")] = 32,
     k: Annotated[int, typer.Option(min=1, help="Open-ended: answers rescored in full per frame (ALBEF's k_test).")] = 128,
+    architecture: Annotated[str | None, typer.Option(help="ALBEF architecture: albef-vqa or albef-tiny (default: "
+                                                          "the token store's).")] = None,
     seed: int = 0,
     device: str = "cpu",
 ) -> None:
+    from vqacache.featurize.encoders.albef import OWN_TOKENIZERS
     from vqacache.featurize.imageqa.albef import build_albef_teacher
     from vqacache.featurize.imageqa.cached import recompute_probabilities
     from vqacache.featurize.imageqa.dataset_tokenizer import build_dataset_tokenizer
@@ -77,21 +95,22 @@ def run(
                             seed=seed, split=split)
     config.check()
     token_store = open_token_store(tokens)
+    model_name = store_architecture(token_store, architecture)
     if out.exists():
         raise UsageError(f"--out {out} exists; choose another path")
     built = None
-    if tokenizer is None and weights.strip().startswith("random"):
+    if tokenizer is None and weights.strip().startswith("random") and model_name not in OWN_TOKENIZERS:
         built = build_dataset_tokenizer(store_texts(token_store))
         typer.echo(f"random weights: WordPiece tokenizer built from the store's text ({len(built)} tokens)")
-    base = build_albef_teacher(weights, device=device, compute_dtype="float32", k_test=k,
+    base = build_albef_teacher(weights, device=device, compute_dtype="float32", k_test=k, model_name=model_name,
                                tokenizer=built if built is not None else tokenizer)
     report = finetune(base, token_store, config, log=typer.echo)
-    meta = {"base_weights": base.weights.spec.identity, "tokens_store": token_store.fingerprint,
+    meta = {"architecture": model_name, "base_weights": base.weights.spec.identity, "tokens_store": token_store.fingerprint,
             "losses": report["losses"], "questions": report["questions"], "config": report["config"],
             "tokenizer": (built.spec() if built is not None else None)}
     save_teacher_checkpoint(base.model, out, meta)
     typer.echo(f"fine-tuned teacher written to {out}")
-    tuned = build_albef_teacher(str(out), device=device, compute_dtype="float32", k_test=k,
+    tuned = build_albef_teacher(str(out), device=device, compute_dtype="float32", k_test=k, model_name=model_name,
                                 tokenizer=built if built is not None else tokenizer)
     dest = open_store(target or tokens, "a")
     record = recompute_probabilities(tuned, token_store, dest, [s for s in splits.split(",") if s], frames,

@@ -24,6 +24,7 @@ the text side is ALBEF's tokenization (:mod:`.albef_tokenizer`). What is stored:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,17 +39,44 @@ from vqacache.featurize.encoders.albef_checkpoint import (
     read_albef_checkpoint,
     resolve_albef_weights,
 )
-from vqacache.featurize.encoders.albef_model import ALBEF_VQA, AlbefConfig, AlbefModel
-from vqacache.featurize.encoders.albef_tokenizer import load_bert_tokenizer, tokenize, tokenizer_spec
+from vqacache.featurize.encoders.albef_model import ALBEF_TINY, ALBEF_VQA, AlbefConfig, AlbefModel
+from vqacache.featurize.encoders.albef_tokenizer import (
+    character_tokenizer,
+    load_bert_tokenizer,
+    tokenize,
+    tokenizer_spec,
+)
 from vqacache.featurize.encoders.patch_grid import check_patch_pool, pool_patches
 from vqacache.featurize.encoders.precision import autocast, check_compute_dtype
 from vqacache.featurize.encoders.preprocess import PREPROCESS_IMPL, ImageTransform
 from vqacache.featurize.encoders.transfer import to_host
 from vqacache.featurize.encoders.weights import RANDOM_INIT, init_random_
 
-ARCHITECTURES: dict[str, AlbefConfig] = {"albef-vqa": ALBEF_VQA}
-"""``model_name`` -> architecture. ``albef-vqa``: ALBEF's VQA model (``configs/VQA.yaml``)."""
+ARCHITECTURES: dict[str, AlbefConfig] = {"albef-vqa": ALBEF_VQA, "albef-tiny": ALBEF_TINY}
+"""``model_name`` -> architecture. ``albef-vqa``: ALBEF's VQA model (``configs/VQA.yaml``);
+``albef-tiny``: :data:`~.albef_model.ALBEF_TINY` (random weights or a checkpoint of its shape;
+demos and smoke runs on a CPU). The config is recorded in every spec (``extra.albef_config``,
+the teacher's ``config``), so the two never share a store or a teacher fingerprint."""
 DEFAULT_ARCHITECTURE = "albef-vqa"
+
+OWN_TOKENIZERS: dict[str, Callable[[], Any]] = {"albef-tiny": character_tokenizer}
+"""Architectures with a tokenizer of their own, used when none is given (the others read
+bert-base-uncased from the Hugging Face cache)."""
+
+
+def architecture_config(model_name: str) -> AlbefConfig:
+    """The :data:`ARCHITECTURES` entry; :class:`UsageError` naming the known ones."""
+    if model_name not in ARCHITECTURES:
+        raise UsageError(f"unknown ALBEF architecture {model_name!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[model_name]
+
+
+def default_tokenizer(model_name: str, tokenizer: Any) -> Any:
+    """``tokenizer`` if given, else the architecture's own (:data:`OWN_TOKENIZERS`), else None
+    (bert-base-uncased from the cache)."""
+    if tokenizer is not None or model_name not in OWN_TOKENIZERS:
+        return tokenizer
+    return OWN_TOKENIZERS[model_name]()
 
 ALBEF_MEAN = (0.48145466, 0.4578275, 0.40821073)
 ALBEF_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -228,17 +256,16 @@ def build_albef_encoder(
     """ALBEF architecture ``model_name`` (default ``albef-vqa``) with ``weights`` (a checkpoint
     file or ``random[:SEED]``; ``default_tag`` is used when ``weights`` is None, and ALBEF has
     none) as encoder ``name``. ``config`` overrides the architecture (tests: tiny models);
-    ``tokenizer``: a BERT tokenizer or a directory (default: bert-base-uncased, cached)."""
+    ``tokenizer``: a BERT tokenizer or a directory (default: the architecture's own, else
+    bert-base-uncased, cached)."""
     check_compute_dtype(compute_dtype)
     model_name = model_name or DEFAULT_ARCHITECTURE
     if config is None:
-        if model_name not in ARCHITECTURES:
-            raise UsageError(f"unknown ALBEF architecture {model_name!r}; known: {', '.join(ARCHITECTURES)}")
-        config = ARCHITECTURES[model_name]
+        config = architecture_config(model_name)
     if patches:  # before reading any checkpoint
         check_patch_pool(patch_pool, (config.grid, config.grid), name)
     resolved = resolve_albef_weights(weights if weights is not None else default_tag)
-    tok = load_bert_tokenizer(tokenizer)
+    tok = load_bert_tokenizer(default_tokenizer(model_name, tokenizer))
     model = build_albef_model(config.with_(decoder_layers=0), resolved, keep_projections=True)
     torch_device = torch.device(device)
     return AlbefEncoder(

@@ -136,6 +136,26 @@ def read_albef_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def checkpoint_architecture(path: Path) -> str | None:
+    """The architecture a ``vqa-train-teacher`` checkpoint records (``vqacache_finetune``'s
+    ``architecture``), or None (ALBEF's own files, older fine-tuned ones). Read with
+    ``weights_only=True`` and memory-mapped, so the tensors are not read twice."""
+    import json
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint: read_albef_checkpoint reports it
+        return None
+    meta = obj.get("vqacache_finetune") if isinstance(obj, dict) else None
+    if not isinstance(meta, str):
+        return None
+    try:
+        value = json.loads(meta).get("architecture")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def checkpoint_layout(state: dict[str, torch.Tensor]) -> dict[str, int | bool | None]:
     """What a checkpoint holds, for building a matching model: ``embed_dim`` (width of
     ``vision_proj``, None without) and ``has_decoder``."""

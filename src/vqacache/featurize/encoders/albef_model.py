@@ -89,6 +89,15 @@ class AlbefConfig:
 ALBEF_VQA = AlbefConfig()
 """ALBEF's VQA model: ViT-B/16 at 384 px, BERT-base 6 text + 6 fusion layers, 6-layer decoder."""
 
+ALBEF_TINY = AlbefConfig(
+    image_size=96, patch_size=16, vision_width=64, vision_layers=2, vision_heads=2, mlp_ratio=2.0,
+    vocab_size=256, hidden_size=64, text_heads=2, intermediate_size=128, text_layers=2, fusion_layers=2,
+    decoder_layers=2, max_position_embeddings=128,
+)
+"""A tiny ALBEF of the same layout (this project's, for demos and CPU smoke runs; never a real
+model): 96 px, 6 x 6 patches, width 64, 2 layers per tower, a 256-token table holding the
+character vocabulary of :func:`~.albef_tokenizer.character_tokenizer`, 128 positions."""
+
 
 def bert_config(cfg: AlbefConfig, layers: int, *, decoder: bool = False, cross: bool = False) -> Any:
     """A transformers ``BertConfig`` for one of ALBEF's BERT stacks (``config_bert.json``)."""

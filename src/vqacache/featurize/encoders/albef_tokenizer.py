@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,27 @@ def load_bert_tokenizer(tokenizer: Any = None) -> Any:
             f"(huggingface-cli download {DEFAULT_TOKENIZER} vocab.txt tokenizer_config.json) or pass a directory "
             "holding its vocab.txt"
         ) from exc
+
+
+CHARACTERS = string.ascii_lowercase + string.digits + string.punctuation
+"""What :func:`character_tokenizer` spells words with (68 characters)."""
+
+
+def character_vocab() -> list[str]:
+    """A character-level WordPiece vocabulary in id order: bert-base-uncased's special layout
+    (``[PAD]`` 0, ``[unused0..98]``, ``[UNK]`` 100, ``[CLS]`` 101, ``[SEP]`` 102, ``[MASK]`` 103),
+    then each of :data:`CHARACTERS`, then each as a continuation ``##c`` (240 tokens)."""
+    specials = ["[PAD]", *(f"[unused{i}]" for i in range(99)), "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return [*specials, *CHARACTERS, *(f"##{c}" for c in CHARACTERS)]
+
+
+def character_tokenizer() -> Any:
+    """A lower-casing transformers ``BertTokenizer`` over :func:`character_vocab`: every word is
+    spelled letter by letter (``what`` -> ``w ##h ##a ##t``). The tiny ALBEF's own tokenizer, so
+    that it needs no download; its identity is the vocabulary's sha256 (:func:`tokenizer_spec`)."""
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab={t: i for i, t in enumerate(character_vocab())}, do_lower_case=True)
 
 
 def tokenizer_spec(tokenizer: Any) -> dict[str, Any]:

@@ -8,7 +8,8 @@ Two kinds of name:
   ``clip-l14`` (``ViT-L-14``, ``openai``), ``eva01-g14`` (open_clip ``EVA01-g-14``,
   ``laion400m_s11b_b41k``), ``vitg`` (BLIP-2's EVA ViT-g/14 through transformers,
   ``Salesforce/blip2-opt-2.7b``), ``blip`` (BLIP's ViT-B/16 at 384 px through transformers,
-  ``Salesforce/blip-vqa-base``) and ``albef`` (see :mod:`.albef`). ``--weights`` may still
+  ``Salesforce/blip-vqa-base``), ``albef`` and ``albef-tiny`` (a tiny ALBEF for demos and
+  smoke runs, random weights or a checkpoint of its shape; see :mod:`.albef`). ``--weights`` may still
   pick another tag or hub checkpoint of the same family, a local checkpoint or random weights.
 * **parametric** ``open_clip:MODEL`` for any open_clip model config (``open_clip.list_models()``)
   of the supported kind, e.g. ``--encoder open_clip:ViT-L-14 --weights laion2b_s32b_b82k``.
@@ -92,6 +93,12 @@ ENCODERS: dict[str, EncoderEntry] = {
             EncoderEntry(
                 "albef", "albef-vqa", None,
                 "ALBEF's ViT-B/16 + BERT (see docs/encoders-albef.md)",
+                ALBEF_BUILDER,
+            ),
+            EncoderEntry(
+                "albef-tiny", "albef-tiny", None,
+                "a tiny ALBEF (96 px, width 64, 2 layers a tower, character tokenizer) for demos and smoke runs: "
+                "--weights random or a checkpoint of its shape",
                 ALBEF_BUILDER,
             ),
         )

@@ -26,13 +26,14 @@ import torch
 from vqacache.cache_spec.errors import UsageError
 from vqacache.featurize.device import resolve_compute_dtype, resolve_device
 from vqacache.featurize.encoders.albef import (
-    ARCHITECTURES,
     DEFAULT_ARCHITECTURE,
     albef_transform,
+    architecture_config,
     build_albef_model,
+    default_tokenizer,
     transform_spec,
 )
-from vqacache.featurize.encoders.albef_checkpoint import AlbefWeights, resolve_albef_weights
+from vqacache.featurize.encoders.albef_checkpoint import AlbefWeights, checkpoint_architecture, resolve_albef_weights
 from vqacache.featurize.encoders.albef_model import AlbefConfig, AlbefModel
 from vqacache.featurize.encoders.albef_tokenizer import (
     QUESTION_MAX_WORDS,
@@ -299,20 +300,24 @@ def build_albef_teacher(
     ``k_test``: answers of the vocabulary scored in full by default; ``chunk_size``: (frame,
     answer) rows per decoder pass (default 64 on the CPU, 1024 on a GPU; results do not
     depend on it); ``score``: ``albef`` (ALBEF's, first token counted twice) or ``loglik``;
-    ``config``: another architecture (tests); ``tokenizer``: a BERT tokenizer or directory, or a
-    :class:`DatasetTokenizer` built from the dataset's text (default bert-base-uncased from the
-    Hugging Face cache)."""
+    ``model_name``: an :data:`ARCHITECTURES` name (default: the one a ``vqa-train-teacher``
+    checkpoint records, else ``albef-vqa``); ``config``: another architecture (tests);
+    ``tokenizer``: a BERT tokenizer or directory, or a :class:`DatasetTokenizer` built from the
+    dataset's text (default: the architecture's own, else bert-base-uncased from the Hugging Face
+    cache)."""
     device = resolve_device(device)
     compute_dtype = check_compute_dtype(resolve_compute_dtype(compute_dtype, device))
     if score not in SCORES:
         raise UsageError(f"ALBEF teacher score must be one of {', '.join(SCORES)}, got {score!r}")
     if isinstance(k_test, bool) or not isinstance(k_test, int) or k_test < 1:
         raise UsageError(f"k_test must be an integer >= 1, got {k_test!r}")
+    resolved = resolve_albef_weights(weights)
+    if model_name is None and config is None and resolved.path is not None:
+        model_name = checkpoint_architecture(resolved.path)  # a vqa-train-teacher checkpoint says its own
     model_name = model_name or DEFAULT_ARCHITECTURE
     if config is None:
-        if model_name not in ARCHITECTURES:
-            raise UsageError(f"unknown ALBEF architecture {model_name!r}; known: {', '.join(ARCHITECTURES)}")
-        config = ARCHITECTURES[model_name]
+        config = architecture_config(model_name)
+    tokenizer = default_tokenizer(model_name, tokenizer)
     if not config.decoder_layers:
         raise UsageError("the ALBEF image-QA teacher needs an architecture with the answer decoder")
     torch_device = torch.device(device)
@@ -320,7 +325,6 @@ def build_albef_teacher(
         chunk_size = 64 if torch_device.type == "cpu" else 1024
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise UsageError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-    resolved = resolve_albef_weights(weights)
     origin = tokenizer.spec() if isinstance(tokenizer, DatasetTokenizer) else None
     tok = tokenizer.load() if isinstance(tokenizer, DatasetTokenizer) else load_bert_tokenizer(tokenizer)
     model = build_albef_model(config.with_(embed_dim=None), resolved, keep_projections=False)
