@@ -83,13 +83,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from vqacache.cache_spec.errors import SpecMismatch, UsageError, VqaCacheError
 from vqacache.cache_spec.frame_selection import frame_indices, uniform_positions
 from vqacache.cache_spec.patch_frames import patch_frame_rows
 from vqacache.cache_spec.store import FeatureStore
+from vqacache.heads.batch import collate, to_device
 from vqacache.heads.row_reads import RowReader
 from vqacache.heads.questions import Coverage, Question, QuestionRef, resolve_questions
 from vqacache.heads.stores import PTS_TOLERANCE_S, StoreLike, StoreSet, match_frames, nearest_frames, require_patches
@@ -437,60 +437,3 @@ def _teacher(group: dict[str, Any], row: int, frame_pts: np.ndarray, classes: np
         return None
     nearest = np.abs(frame_pts[:, None] - tpts[None, :]).argmin(axis=1)  # (n,)
     return probs[nearest]
-
-
-def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pad a list of samples into a batch with masks.
-
-    ``cls`` (B, N, E) + ``frame_mask`` (B, N); ``patch`` (B, N', P, W) + ``patch_mask``;
-    ``cand`` (B, C, E) + ``cand_mask`` (B, C); ``imageqa`` (B, N, C) + ``has_imageqa`` (B,);
-    ``answer`` (B,) int64; ``text`` (B, E); ``text_tokens`` (B, L, W) + ``text_token_mask`` (B, L)
-    when the dataset reads them (``text_tokens=True``); lists ``qid``, ``video_id``, ``qtype``; ``index`` (B,);
-    lists ``question`` and ``candidates`` when the samples carry them.
-    """
-    B = len(samples)
-    batch: dict[str, Any] = {
-        "index": torch.tensor([s["index"] for s in samples]),
-        "qid": [s["qid"] for s in samples],
-        "video_id": [s["video_id"] for s in samples],
-        "qtype": [s["qtype"] for s in samples],
-        "text": torch.stack([s["text"] for s in samples]),
-        "answer": torch.tensor([s["answer"] for s in samples], dtype=torch.int64),
-    }
-    for name in ("question", "candidates"):
-        if name in samples[0]:
-            batch[name] = [s[name] for s in samples]
-    batch["cls"], batch["frame_mask"] = _pad([s["cls"] for s in samples])
-    if "patch" in samples[0]:
-        batch["patch"], batch["patch_mask"] = _pad([s["patch"] for s in samples])
-    if "cand" in samples[0]:
-        batch["cand"], batch["cand_mask"] = _pad([s["cand"] for s in samples])
-    if "text_tokens" in samples[0]:  # (B, L, W) + text_token_mask (B, L)
-        batch["text_tokens"], batch["text_token_mask"] = _pad([s["text_tokens"] for s in samples])
-    N, C = batch["cls"].shape[1], batch["cand"].shape[1] if "cand" in batch else 0
-    if any("imageqa" in s for s in samples):
-        C = max(C, max(s["imageqa"].shape[1] for s in samples if "imageqa" in s))
-        teacher = torch.zeros(B, N, C)
-        for b, s in enumerate(samples):
-            if "imageqa" in s:
-                t = s["imageqa"]
-                teacher[b, : t.shape[0], : t.shape[1]] = t
-        batch["imageqa"] = teacher
-        batch["has_imageqa"] = torch.tensor(["imageqa" in s for s in samples])
-    return batch
-
-
-def _pad(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """rows of shape (n_i, ...) -> (B, max n, ...) zero-padded, mask (B, max n) bool."""
-    n = max(r.shape[0] for r in rows)
-    out = rows[0].new_zeros((len(rows), n, *rows[0].shape[1:]))
-    mask = torch.zeros(len(rows), n, dtype=torch.bool)
-    for b, r in enumerate(rows):
-        out[b, : r.shape[0]] = r
-        mask[b, : r.shape[0]] = True
-    return out, mask
-
-
-def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
-    """Tensors of a batch moved to ``device``; lists left alone."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
