@@ -15,6 +15,7 @@
 * a **local file** (``.pt``/``.pth``/``.bin``/``.safetensors`` holding an open_clip state
   dict): recorded by content, ``WeightsSpec("file", "sha256:<hex>")``, never by path.
 * ``random`` or ``random:SEED``: the deterministic random init of :func:`init_random_`
+  (:mod:`vqacache.cache_spec.random_init`)
   (seed 0 by default), recorded as ``WeightsSpec("random", "random:SEED")``. Only when asked
   for: nothing ever falls back to random weights.
 """
@@ -22,7 +23,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import socket
@@ -32,14 +32,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import torch
-from torch import nn
-
 from vqacache.cache_spec.errors import UsageError
+from vqacache.cache_spec.random_init import RANDOM_INIT, init_random_  # noqa: F401 (re-exported)
 from vqacache.cache_spec.spec import WeightsSpec
 
-RANDOM_INIT = "vqacache-normal-v1"
-"""Identity of :func:`init_random_`; recorded in ``FeatureSpec.extra`` for random weights."""
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _RANDOM = re.compile(r"random(?::(\d{1,18}))?")
@@ -245,29 +241,3 @@ def _reachable(host: str) -> bool:
     except OSError:
         return False
 
-
-# -- random weights ------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def init_random_(model: nn.Module, seed: int) -> nn.Module:
-    """Overwrite every parameter with seeded noise; the same numbers in any process.
-
-    Independent of the library's own init (and of the global RNG): one CPU
-    ``torch.Generator`` seeded with ``seed`` draws ``randn`` for each parameter in sorted
-    name order. LayerNorm weights become ``1 + 0.02 * noise``, ``logit_scale`` becomes
-    ``log(1 / 0.07)``, every other parameter (matrices, embeddings, biases) ``0.02 * noise``.
-    Nothing is zero or one, so parity tests see every tensor. Named by :data:`RANDOM_INIT`.
-    """
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    norm_weights = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.LayerNorm)}
-    for name, param in sorted(model.named_parameters()):
-        noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-        if name == "logit_scale":
-            value = torch.full(param.shape, math.log(1 / 0.07))
-        elif name in norm_weights:
-            value = 1.0 + 0.02 * noise
-        else:
-            value = 0.02 * noise
-        param.copy_(value.to(param.dtype))
-    return model
