@@ -14,6 +14,10 @@ the checkpoints with the other arguments.
 patch, text, imageqa). ``--data-root DIR`` with ``--dataset`` takes the question list from
 the dataset adapter (featurize's) instead of the store; it is converted here into heads'
 plain :class:`~vqacache.heads.questions.Question` records, so heads never import featurize.
+
+Several processes: ``torchrun --nproc-per-node N -m vqacache.cli.train_head ...`` trains with
+DistributedDataParallel (:mod:`vqacache.heads.distributed`); ``--batch-size`` stays the
+global batch, split over the N processes; only rank 0 validates, writes and prints.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vqacache.cache_spec import UsageError
 from vqacache.cache_spec.layout import safe_name
 from vqacache.cli._common import user_errors_exit
+from vqacache.heads.distributed import Distributed
 from vqacache.heads.methods import get_method, parse_method_args
 from vqacache.heads.methods.sparc import HELP as SPARC_HELP
 from vqacache.heads.presets import PRESETS, apply_preset
@@ -163,7 +168,8 @@ def run(
     encoder: Annotated[str | None, typer.Option(help="Encoder name of the store.")] = None,
     cache_root: Annotated[Path | None, typer.Option(help="Root of the feature cache.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Default 10 (or the preset's).")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Default 8 (or the preset's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Global batch: under torchrun split evenly over the processes. Default 8 (or the preset's).")] = None,
     lr: Annotated[float | None, typer.Option(help="Default: the method's (3e-5).")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Default: the method's (1e-3).")] = None,
     warmup: Annotated[float | None, typer.Option(help="Warm-up fraction of the steps (default 0.1).")] = None,
@@ -194,7 +200,9 @@ def run(
         str | None,
         typer.Option(help="vlap: pretrained parts, a hub name (default Salesforce/instructblip-flan-t5-xl, read from "
                           "the local Hugging Face cache), a save_pretrained folder, or random (with --method-arg "
-                          "size=tiny)."),
+                          "size=tiny). videodistill with --method-arg text_tower=trainable: the open_clip checkpoint "
+                          "the store's text was made with (checked by sha256; not needed for random weights or a "
+                          "pretrained tag in the local cache)."),
     ] = None,
 ) -> None:
     explicit = {
@@ -221,6 +229,8 @@ def run(
     )
     questions = adapter_questions(dataset, data_root, (train_split, val_split)) if data_root is not None else None
     metrics = train(config, RichTrainReporter(), questions)
+    if not Distributed.from_env().is_main:  # rank 0 prints
+        return
     if "train_outside_topk" in metrics:  # sparc with an open-ended teacher
         typer.echo(f"teacher: {100 * metrics['train_outside_topk']:.1f}% of the last epoch's training answers are "
                    "outside the open-ended teacher's top-k (p_a = 0 on every frame: causal set = all frames); "

@@ -33,8 +33,15 @@ of the steps), ``optimizer`` (:data:`OPTIMIZERS`: ``adamw`` default, ``adam``), 
 overrides it. Weight decay applies to matrices only (not biases, norms, embeddings). AMP
 (bfloat16 autocast) on CUDA only; gradients clipped to ``grad_clip`` (L2 norm).
 
+**Several processes** (``torchrun --nproc-per-node N -m vqacache.cli.train_head ...``,
+:mod:`vqacache.heads.distributed`): each rank reads its share of the training store
+(``num_replicas`` = N) with ``batch_size / N`` samples a step (``batch_size`` is the global
+batch), DDP averages the gradients; validation, checkpoints (the unwrapped model's state,
+the same format), metrics, curves and messages are rank 0's, the others wait at a barrier.
+The epoch's ``losses`` are the mean over the ranks of each rank's loss.
+
 **Data order and resume.** The training loader draws its order from a
-:class:`~torch.utils.data.DistributedSampler` (one replica) seeded by ``(seed, epoch)``, and
+:class:`~torch.utils.data.DistributedSampler` (one replica per process) seeded by ``(seed, epoch)``, and
 keeps its workers across epochs (``persistent_workers``: a worker opens each video once per
 run, not once per epoch). The model's randomness comes from the global RNG, saved in every
 checkpoint; so a resumed run's losses equal an uninterrupted run's on the same device (with
@@ -62,6 +69,7 @@ from vqacache.heads.checkpoint import (
 )
 from vqacache.heads.curves import write_curves
 from vqacache.heads.data import QADataset, collate, to_device
+from vqacache.heads.distributed import Distributed, LossStep, local_batch_size
 from vqacache.heads.methods import get_method, method_args
 from vqacache.heads.methods.common import TrainStep
 from vqacache.heads.questions import MissingQuestions, Question
@@ -202,7 +210,8 @@ class TrainRecipe:
     def __init__(self, config: TrainConfig, reporter: Reporter | None = None,
                  questions: Mapping[str, Sequence[Question]] | None = None) -> None:
         self.cfg = config
-        self.reporter = reporter or SilentReporter()
+        self.dist = Distributed.from_env()
+        self.reporter = (reporter or SilentReporter()) if self.dist.is_main else SilentReporter()
         self.questions = dict(questions or {})
         self.out = Path(config.out)
         self.ckpt_dir = self.out / "checkpoints"
@@ -216,6 +225,8 @@ class TrainRecipe:
     def setup(self) -> None:
         """Everything before the first step; bad settings fail before any store is opened."""
         cfg = self.cfg
+        self.local_batch = local_batch_size(cfg.batch_size, self.dist.world_size)
+        self.device = self.dist.device(cfg.device)
         self.optim = {k: getattr(cfg, k, None) if getattr(cfg, k, None) is not None else v
                       for k, v in self.method.optim.items()}
         if cfg.optimizer is not None:
@@ -238,19 +249,23 @@ class TrainRecipe:
         self.scorer = training_scorer(self.stores.dataset)  # None: NExT-QA's arithmetic
         if cfg.in_memory:
             self.train_ds, self.val_ds = InMemory(self.train_ds), InMemory(self.val_ds)  # type: ignore[assignment]
+        self.dist.start(self.device)
         seed_everything(cfg.seed)
-        self.model = self.method.build(self.args, self.dims).to(cfg.device)
+        self.model = self.method.build(self.args, self.dims).to(self.device)
+        self.step_fn = self.dist.wrap(LossStep(self.model, self.method.loss, self.args), self.device)
         self._setup_optimizer()
         self._setup_loaders()
         if ckpt is not None:
             self.resume(ckpt)
-        else:
+        elif self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "metrics.jsonl").write_text("")
-        write_json(self.out / "config.json", {
-            **asdict(cfg), "args": self.args, "optim": self.optim, "store_fingerprint": self.stores.primary_fingerprint,
-            "store_roles": self.stores.describe(), "questions": self.coverage,
-        })
+        if self.dist.is_main:
+            write_json(self.out / "config.json", {
+                **asdict(cfg), "args": self.args, "optim": self.optim,
+                "store_fingerprint": self.stores.primary_fingerprint, "store_roles": self.stores.describe(),
+                "questions": self.coverage, "world_size": self.dist.world_size,
+            })
 
     def _check_optim(self) -> None:
         name, schedule = self.optim.get("optimizer", "adamw"), self.optim.get("schedule", "linear")
@@ -297,7 +312,7 @@ class TrainRecipe:
         cfg, optim = self.cfg, self.optim
         self.optimizer = make_optimizer(optim.get("optimizer", "adamw"), parameter_groups(self.model, optim),
                                         lr=optim["lr"])
-        steps = -(-len(self.train_ds) // cfg.batch_size)
+        steps = -(-len(self.train_ds) // cfg.batch_size)  # = each rank's ceil(ceil(n / W) / (batch_size / W))
         self.steps_per_epoch = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
         self.total = self.steps_per_epoch * cfg.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda())
@@ -307,13 +322,14 @@ class TrainRecipe:
 
     def _setup_loaders(self) -> None:
         cfg = self.cfg
-        kw: dict[str, Any] = {"batch_size": cfg.batch_size, "collate_fn": collate, "num_workers": cfg.workers,
+        kw: dict[str, Any] = {"collate_fn": collate, "num_workers": cfg.workers,
                               "generator": torch.Generator().manual_seed(cfg.seed)}  # worker seeds only
         if cfg.workers:
             kw.update(persistent_workers=True, prefetch_factor=4)
-        self.sampler = DistributedSampler(self.train_ds, num_replicas=1, rank=0, shuffle=True, seed=cfg.seed * 100_003)
-        self.train_loader = DataLoader(self.train_ds, sampler=self.sampler, **kw)
-        self.val_loader = DataLoader(self.val_ds, shuffle=False, **kw)
+        self.sampler = DistributedSampler(self.train_ds, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                          shuffle=True, seed=cfg.seed * 100_003)  # rank r: positions r, r + W, ...
+        self.train_loader = DataLoader(self.train_ds, sampler=self.sampler, batch_size=self.local_batch, **kw)
+        self.val_loader = DataLoader(self.val_ds, shuffle=False, batch_size=cfg.batch_size, **kw)  # rank 0's
 
     # -- resume -----------------------------------------------------------------------------
 
@@ -326,7 +342,8 @@ class TrainRecipe:
         set_rng_state(ckpt.rng)
         self.start_epoch, self.best = ckpt.epoch + 1, ckpt.best_val_acc
         self.step = ckpt.step or self.start_epoch * self.steps_per_epoch  # older checkpoints: no step
-        _truncate_metrics(self.out / "metrics.jsonl", ckpt.epoch)
+        if self.dist.is_main:
+            _truncate_metrics(self.out / "metrics.jsonl", ckpt.epoch)
 
     # -- one epoch --------------------------------------------------------------------------
 
@@ -340,10 +357,10 @@ class TrainRecipe:
         for i, batch in enumerate(self.train_loader):
             if i >= self.steps_per_epoch:
                 break
-            batch = to_device(batch, cfg.device)
+            batch = to_device(batch, self.device)
             batch["train_step"] = TrainStep(self.step, self.total)
-            with autocast(cfg.device, cfg.amp):
-                loss, logs = self.method.loss(self.model, batch, self.args)
+            with autocast(self.device, cfg.amp):
+                loss, logs = self.step_fn(batch)  # method.loss(model, batch, args), in DDP with several ranks
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -355,6 +372,9 @@ class TrainRecipe:
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             self.reporter.advance(1, {**logs, "epoch": epoch})
+        names = sorted(sums)
+        reduced = self.dist.mean([*losses, *(sums[k] for k in names)], self.device)  # means over the ranks
+        losses, sums = reduced[: len(losses)], dict(zip(names, reduced[len(losses):], strict=True))
         n = max(1, len(losses))
         return {"train_loss": sum(losses) / n, "losses": losses,
                 **{f"train_{k}": v / n for k, v in sums.items() if k != "loss"}}
@@ -362,7 +382,7 @@ class TrainRecipe:
     def validate(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """(validation metrics, prediction file); see :func:`vqacache.heads.validation.validate`."""
         metrics, official = validate(self.model, self.cfg.method, self.val_loader, self.val_ds, self.cfg.val_split,
-                                     self.scorer, self.train_ds.answer_vocab, self.cfg.device, self.cfg.amp)
+                                     self.scorer, self.train_ds.answer_vocab, self.device, self.cfg.amp)
         return {**metrics, "chance_acc": self.chance}, official
 
     # -- save -------------------------------------------------------------------------------
@@ -392,8 +412,14 @@ class TrainRecipe:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Train; returns the last epoch's metrics (with ``best_val_acc``)."""
-        self.setup()
+        """Train; returns the last epoch's metrics (with ``best_val_acc``; an empty dict on ranks other than 0)."""
+        try:
+            self.setup()
+            return self._loop()
+        finally:
+            self.dist.stop()
+
+    def _loop(self) -> dict[str, Any]:
         cfg = self.cfg
         self.reporter.start(self.steps_per_epoch * (cfg.epochs - self.start_epoch),
                             f"{cfg.method} on {self.stores.primary_path.name}")
@@ -401,14 +427,17 @@ class TrainRecipe:
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             trained = self.train_epoch(epoch)
-            val, official = self.validate()
-            acc = val["val_acc"] if val["val_acc"] is not None else -1.0
-            improved = acc > self.best
-            self.best = max(self.best, acc)
-            metrics = {"epoch": epoch, "step": self.step, **trained, **val, "lr": self.scheduler.get_last_lr()[0],
-                       "best_val_acc": self.best, "seconds": time.perf_counter() - t0}
-            self.save(epoch, metrics, official, improved)
-            self.reporter.message(_epoch_line(epoch, metrics))
+            if self.dist.is_main:  # the other ranks wait at the barrier
+                val, official = self.validate()
+                acc = val["val_acc"] if val["val_acc"] is not None else -1.0
+                improved = acc > self.best
+                self.best = max(self.best, acc)
+                metrics = {"epoch": epoch, "step": self.step, **trained, **val,
+                           "lr": self.scheduler.get_last_lr()[0], "best_val_acc": self.best,
+                           "seconds": time.perf_counter() - t0}
+                self.save(epoch, metrics, official, improved)
+                self.reporter.message(_epoch_line(epoch, metrics))
+            self.dist.barrier()
             if cfg.stop_after and epoch + 1 - self.start_epoch >= cfg.stop_after:
                 break
         self.reporter.finish()
