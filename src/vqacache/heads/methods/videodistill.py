@@ -24,6 +24,17 @@ frames' patches (:class:`~vqacache.heads.modules.vision_refinement.FusionTransfo
 (:class:`~vqacache.heads.modules.la_gate.CrossAttentionFusion`); (a)/(b) are the ``uniform``
 method. ``benchmarks/videodistill_ablations.py`` runs the rows on the synthetic set.
 
+**Text** (``text_tower``): ``cached`` (default, fast): the store's sentence vectors of the
+question and candidates, frozen. ``trainable`` (the paper: "parameters in the text encoder
+are updated ... during finetuning"): the open_clip text tower the store was made with is
+rebuilt from the text store's spec (:mod:`vqacache.heads.modules.text_tower`; ``--weights
+PATH`` names its checkpoint when it is not random and not in the local cache), encodes the
+question and candidate strings of each batch (each distinct string once) and is fine-tuned
+at ``lr * text_lr_scale`` (default 1: the paper gives one learning rate). Its vectors replace
+the cached ones everywhere the model reads text (sampler, refinement, both heads); at step 0
+they equal them. Costs a text-tower pass over the batch's strings per step and the tower's
+weights in every checkpoint (63M parameters for ViT-B/16's).
+
 The straight-through mask reads the patch tokens of all N frames (``select_frames``: a
 gather forward, the gradient of ``mask @ patches`` backward), so the sampler's logits get a
 gradient from every frame; the dataset therefore reads all N frames' patches (see
@@ -44,23 +55,40 @@ from vqacache.heads.methods.common import VIDEODISTILL_OPTIM, AnswerHead, Method
 from vqacache.heads.modules import FrameSampler, GumbelTopK, VisionRefinement, select_frames
 from vqacache.heads.modules.answer_heads import QuestionAnswerPair, VideoTextMatching
 from vqacache.heads.modules.la_gate import FUSIONS
+from vqacache.heads.modules.text_tower import ClipTextTower, text_tower_identity
 from vqacache.heads.modules.vision_refinement import FusionTransformer
 
 DEFAULTS = {
     "num_frames": 100, "num_select": 16, "num_layers": 3, "num_heads": 8, "dim": 0, "mlp_ratio": 4.0, "tau": 1.0,
 }
 """The model arguments SpARC and SiaSamRea share (``dim`` 0: the patch width W)."""
-PAPER = {"dim": 1024, "mc_head": "vtm", "sampling": "hard", "refinement": True, "fusion": "la_gate"}
-"""``videodistill``'s own defaults on top of :data:`DEFAULTS`: the paper's width and head, and the ablation switches."""
+PAPER = {"dim": 1024, "mc_head": "vtm", "sampling": "hard", "refinement": True, "fusion": "la_gate",
+         "text_tower": "cached", "text_lr_scale": 1.0, "weights": ""}
+"""``videodistill``'s own defaults on top of :data:`DEFAULTS`: the paper's width and head, the ablation
+switches, and the text (``weights``: the trainable text tower's checkpoint when it is not random or cached)."""
 MC_HEADS = ("cosine", "vtm")
 SAMPLINGS = ("hard", "soft")
+TEXT_TOWERS = ("cached", "trainable")
 
 
 def check_args(args: dict[str, Any]) -> None:
     """One line naming the argument and its valid values."""
-    for key, valid in (("mc_head", MC_HEADS), ("sampling", SAMPLINGS), ("fusion", tuple(sorted(FUSIONS)))):
+    for key, valid in (("mc_head", MC_HEADS), ("sampling", SAMPLINGS), ("fusion", tuple(sorted(FUSIONS))),
+                       ("text_tower", TEXT_TOWERS)):
         if args.get(key, valid[0]) not in valid:
             raise UsageError(f"--method-arg {key}={args[key]!r}: valid: {', '.join(valid)}")
+    if args.get("weights") and args.get("text_tower", "cached") != "trainable":
+        raise UsageError("--weights is for videodistill's --method-arg text_tower=trainable (the text tower's checkpoint)")
+    if not float(args.get("text_lr_scale", 1.0)) > 0:
+        raise UsageError(f"--method-arg text_lr_scale={args['text_lr_scale']}: must be positive")
+
+
+def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
+    """The trainable text tower's identity, from the text store's spec (refused here, before training,
+    when it cannot be rebuilt offline)."""
+    if args.get("text_tower", "cached") != "trainable":
+        return {}
+    return {"text_tower_identity": text_tower_identity(stores.store("text").spec, args.get("weights", ""))}
 
 
 class VideoDistillModel(nn.Module):
@@ -85,6 +113,9 @@ class VideoDistillModel(nn.Module):
         else:
             self.refine = FusionTransformer(dim, K, P, L, H, Et, args["mlp_ratio"])
         self.vtm = dims["num_answers"] == 0 and args.get("mc_head", "cosine") == "vtm"
+        trainable = args.get("text_tower", "cached") == "trainable"
+        self.text_tower = ClipTextTower(args["text_tower_identity"]) if trainable else None
+        self.text_lr_scale = float(args.get("text_lr_scale", 1.0))
         if self.vtm:
             self.pair = QuestionAnswerPair(Et)
             self.head: nn.Module = VideoTextMatching(dim)
@@ -106,7 +137,31 @@ class VideoDistillModel(nn.Module):
         picked = select_frames(st_mask.reshape(-1, copies * K, N), patch, index.reshape(-1, copies * K))
         return picked.reshape(BC, K, *patch.shape[2:]), index
 
+    def lr_scale(self, name: str) -> float:
+        """Learning-rate multiplier of parameter ``name``: ``text_lr_scale`` for the text tower's."""
+        return self.text_lr_scale if name.startswith("text_tower.") else 1.0
+
+    def encode_text(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """``inputs`` with ``text`` (B, Et) and ``cand`` (B, C, Et) from the trainable tower
+        (``question`` and ``candidates`` strings; padded candidates zero), each distinct string
+        encoded once; unchanged with the cached text."""
+        if self.text_tower is None:
+            return inputs
+        questions, candidates = inputs["question"], inputs["candidates"]
+        strings = list(dict.fromkeys([*questions, *(c for cs in candidates for c in cs)]))
+        row = {t: i for i, t in enumerate(strings)}
+        emb = self.text_tower(strings)  # (S, Et)
+        out = {**inputs, "text": emb[[row[q] for q in questions]]}  # (B, Et)
+        if "cand" in inputs:
+            B, C = inputs["cand"].shape[:2]
+            index = torch.tensor([[row[c] for c in cs] + [-1] * (C - len(cs)) for cs in candidates],
+                                 device=emb.device)  # (B, C), -1: padding
+            cand = emb[index.clamp(min=0)] * (index >= 0).unsqueeze(-1)  # (B, C, Et)
+            out["cand"] = cand
+        return out
+
     def forward(self, inputs: dict[str, Any]) -> dict[str, Tensor]:
+        inputs = self.encode_text(inputs)
         text, mask, patch = inputs["text"], inputs["frame_mask"], inputs["patch"]  # (B, Et), (B, N), (B, N, P, W)
         frames = self.cls_in(inputs["cls"])  # (B, N, D)
         if not self.vtm:
@@ -125,10 +180,11 @@ class VideoDistillModel(nn.Module):
 
 
 def data(args: dict[str, Any]) -> dict[str, Any]:
-    return {"num_frames": args["num_frames"], "patch_frames": "all"}
+    strings = {"text": "strings"} if args.get("text_tower", "cached") == "trainable" else {}
+    return {"num_frames": args["num_frames"], "patch_frames": "all", **strings}
 
 
 METHOD = Method(
     name="videodistill", build=VideoDistillModel, loss=plain_loss, predict=plain_predict, data=data,
-    defaults={**DEFAULTS, **PAPER}, optim=VIDEODISTILL_OPTIM, check=check_args,
+    defaults={**DEFAULTS, **PAPER}, optim=VIDEODISTILL_OPTIM, check=check_args, prepare=prepare,
 )
