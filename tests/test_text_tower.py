@@ -19,11 +19,14 @@ Mutations tried (each fails a test here):
 4. ``lr_scale`` returning 1 for the tower: ``test_trainable_tower_gets_gradients_and_its_lr`` fails.
 5. ``text_tower_identity`` accepting a file-weights store without ``--weights``:
    ``test_refusals_name_the_flag`` fails.
+6. ``_build_clip`` not loading the checkpoint (open_clip's own init left):
+   ``test_file_weights_load_from_the_checkpoint_with_the_recorded_sha256`` fails.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 import torch
@@ -62,6 +65,20 @@ def test_rebuilt_tower_equals_the_stored_text(stage_one):
     other = dataclasses.replace(spec, weights=WeightsSpec("random", "random:4"))
     with torch.no_grad():
         assert (ClipTextTower(text_tower_identity(other))(strings) - expect).abs().max() > 0.05
+
+
+def test_file_weights_load_from_the_checkpoint_with_the_recorded_sha256(stage_one, tiny_clip, tmp_path):
+    """A store made from a checkpoint file: ``--weights PATH`` (sha256 checked) rebuilds the same tower."""
+    spec, stored = stage_one
+    path = tmp_path / "tiny.pt"
+    torch.save(get_encoder(tiny_clip, "random:3", patches=False).model.state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    file_spec = dataclasses.replace(spec, weights=WeightsSpec("file", f"sha256:{digest}"))
+    identity = text_tower_identity(file_spec, str(path))
+    assert identity["checkpoint"] == str(path) and identity["weights"] == f"sha256:{digest}"
+    with torch.no_grad():
+        out = ClipTextTower(identity)(list(stored))
+    torch.testing.assert_close(out, torch.stack(list(stored.values())), rtol=2e-3, atol=1e-3)
 
 
 def _batch(stored, B=2, N=5):
