@@ -19,12 +19,33 @@ checksum is recomputed from the destination's copy before it is published:
 Videos complete at the destination are skipped; a question bundle is re-copied when its
 metadata differs (its image-QA arrays were added since). A new destination store's root is
 published last in the same way (local: rename of a temporary; remote: root ``zarr.json`` last).
+
+**Several syncs (and featurize writers) into one destination at once.**
+
+- A **local** destination is coordinated by the featurize writers' own per-video leases
+  (:mod:`vqacache.cache_spec.lease`, ``<store>.leases/<key>.json`` beside the destination): a
+  sync claims a video before copying it and keeps the claim alive while it copies; a video
+  another live process holds is left for later in the run, and the sync waits (polling) until
+  that holder publishes it or its lease expires (then it is claimed and copied). Publishing is a
+  rename either way, so even a wrong lease (a stalled holder) never mixes two copies: one
+  group wins, the other temporary is removed. Small records (failure records, the teacher record,
+  a split's group metadata) are written to a temporary name and renamed.
+- An **object store** has no atomic create that fsspec offers on every backend, so no lease
+  there; what makes two syncs of the *same source* harmless is that every object PUT is atomic
+  and both upload the same bytes: each sync checks the checksum of what is at the destination
+  before writing the marker (a group still being uploaded by the other fails the check and is
+  uploaded again by this one), and both markers are the same bytes. Two syncs of two *different*
+  stores of the same fingerprint whose bytes differ for one video, into one bucket at the same
+  moment, are not coordinated (one's marker can meet the other's chunks); sync one source at a
+  time into a bucket.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,12 +58,17 @@ from vqacache.cache_spec import layout
 from vqacache.cache_spec.checksum import checksum_arrays
 from vqacache.cache_spec.errors import SpecMismatch, StoreError, VqaCacheError
 from vqacache.cache_spec.keys import id_to_key
+from vqacache.cache_spec.lease import Lease, try_claim
 from vqacache.cache_spec.publish import is_temporary, publish, remove_tree, replace, temp_key
 from vqacache.cache_spec.remote import is_url
 from vqacache.cache_spec.store import FeatureStore, open_store
 
 MARKER = "zarr.json"
 Progress = Callable[[str], None]
+LEASE_TTL_S = 60.0
+"""A sync's claim on a video at a local destination; renewed every third of it while copying."""
+WAIT_POLL_S = 0.5
+"""How often a sync looks again at a video another process holds at the destination."""
 
 
 class SyncError(VqaCacheError, OSError):
@@ -59,6 +85,8 @@ class SyncReport:
     files_uploaded: int = 0
     files_resumed: int = 0
     """Files found already at the destination from an interrupted run (right size: kept)."""
+    videos_waited: int = 0
+    """Videos another process held at a local destination when this sync reached them (waited for)."""
     bytes_copied: int = 0
     created: bool = False
 
@@ -88,10 +116,22 @@ class _Side:
         return self.fs.cat_file(self.path(*parts))
 
     def write(self, data: bytes, *parts: str) -> None:
+        """One file; locally written to a temporary name and renamed (a reader or a concurrent
+        sync never sees half of it), remotely one PUT (atomic on object stores)."""
         path = self.path(*parts)
-        if self.local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.fs.pipe_file(path, data)
+        if not self.local:
+            self.fs.pipe_file(path, data)
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:16]}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def files(self, *parts: str) -> dict[str, int]:
         """``{relative path: size}`` of the files under ``parts`` (empty when absent)."""
@@ -120,13 +160,27 @@ def sync_stores(src: str | Path, dst: str | Path, progress: Progress | None = No
         report.created = True
         target, done = open_store(dst), set()
     note = progress or (lambda line: None)
-    for video_id in source.complete_videos():
-        if video_id in done:
-            report.videos_skipped += 1
-            continue
-        _copy_group(source, s, d, (layout.VIDEOS, id_to_key(video_id)), report, replace_existing=False)
-        report.videos_copied.append(video_id)
-        note(f"video {video_id}")
+    owner = f"sync:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    waiting = [v for v in source.complete_videos() if v not in done]
+    report.videos_skipped += len(done & set(source.complete_videos()))
+    first_pass = True
+    while waiting:
+        held = []
+        for video_id in waiting:
+            copied = _sync_video(source, s, d, video_id, owner, report)
+            if copied is None:
+                held.append(video_id)
+            elif copied:
+                report.videos_copied.append(video_id)
+                note(f"video {video_id}")
+            else:
+                report.videos_skipped += 1
+        if held and first_pass:
+            report.videos_waited = len(held)
+            note(f"{len(held)} videos held by another process at the destination: waiting for them")
+        if held:
+            time.sleep(WAIT_POLL_S)
+        waiting, first_pass = held, False
     complete_here = done | set(report.videos_copied)
     for video_id in sorted(set(source.failures()) - complete_here):
         parts = (layout.FAILURES, id_to_key(video_id), MARKER)
@@ -137,6 +191,23 @@ def sync_stores(src: str | Path, dst: str | Path, progress: Progress | None = No
     if s.exists(layout.IMAGEQA, MARKER) and not d.exists(layout.IMAGEQA, MARKER):
         d.write(s.read(layout.IMAGEQA, MARKER), layout.IMAGEQA, MARKER)
     return report
+
+
+def _sync_video(source: FeatureStore, s: _Side, d: _Side, video_id: str, owner: str, report: SyncReport) -> bool | None:
+    """Copy one video: True when copied, False when it was complete at the destination
+    meanwhile, None when another live process holds its lease at a local destination."""
+    parts = (layout.VIDEOS, id_to_key(video_id))
+    if not d.local:
+        _copy_group(source, s, d, parts, report, replace_existing=False)
+        return True
+    lease: Lease | None = try_claim(d.root, video_id, owner, LEASE_TTL_S)
+    if lease is None:
+        return None if not d.exists(*parts, MARKER) else False
+    with lease, lease.keep_alive():
+        if d.exists(*parts, MARKER):  # published by its holder (a writer or another sync) before our claim
+            return False
+        _copy_group(source, s, d, parts, report, replace_existing=False)
+    return True
 
 
 def _create_root(s: _Side, d: _Side) -> None:
