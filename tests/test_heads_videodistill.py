@@ -51,6 +51,7 @@ def _model(**kw):
 def test_paper_defaults():
     d = get_method("videodistill").defaults
     assert (d["dim"], d["mc_head"], d["sampling"], d["refinement"], d["fusion"]) == (1024, "vtm", "hard", True, "la_gate")
+    assert (d["text_tower"], d["text_lr_scale"], d["weights"]) == ("cached", 1.0, "")  # the fast default
     with pytest.raises(UsageError, match="sampling='top'.*valid: hard, soft"):
         _model(sampling="top")
 
