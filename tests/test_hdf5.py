@@ -13,7 +13,12 @@ Mutations tried (each makes a test here fail):
 3. hcrn ids written as strings -> test_round_trip[hcrn] (the mirror's ``str(id)`` keys become ``b'..'``);
 4. the zero-row test ``not vectors.all()`` instead of ``not vectors.any()`` (a row with some zeros,
    as post-ReLU features have, taken for a failure) -> test_imported_hcrn_trains_uniform;
-5. import always stores float16 -> test_round_trip (re-export not byte-identical).
+5. import always stores float16 -> test_round_trip (re-export not byte-identical);
+6. the external-link check removed -> test_hostile_hdf5_refused_in_one_line_writing_nothing (imports
+   the other file's data); 7. the external-storage check removed -> same test (reads secret.bin);
+8. the virtual-dataset check removed -> same test; 9. the never-written-chunks check removed ->
+   same test (1000 ZeroFeatures failures written); 10. the ids dtype check removed -> same test
+   (float ids imported as '1.5'); 11. the NaN/inf check removed -> test_nan_inf_and_zero_rows_are_failures.
 """
 
 from __future__ import annotations
@@ -215,3 +220,101 @@ def test_hostile_files_are_one_line_and_write_nothing(tmp_path):
                                   str(tmp_path / "cache")])
         assert res.exit_code == 2 and needle in res.output and res.output.count("\n") == 1, res.output
     assert not (tmp_path / "cache").exists()
+
+
+# -- hostile files (docs/safety.md, rows 9a-9f) -------------------------------------------------
+
+
+def _nextqa_file(path, feat=None, ids=None, **extra):
+    """A NExT-QA-layout file (``ids``, ``feat`` (N, 16, D)) with ``extra`` datasets or links."""
+    with h5py.File(path, "w") as fd:
+        fd["ids"] = np.array([1, 2], np.int64) if ids is None else ids
+        if feat is not None:
+            fd["feat"] = feat
+        for name, value in extra.items():
+            fd[name] = value
+    return path
+
+
+def _hostile(tmp_path):
+    """(name, file, what the one line must say) for each refused file."""
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(2 * 16 * 4, dtype=np.float32).tobytes())  # a file outside the one given
+    other = _nextqa_file(tmp_path / "other.h5", np.ones((2, 16, 4), np.float32))
+    cases = []
+
+    def add(name, needle, build):
+        path = tmp_path / f"{name}.h5"
+        with h5py.File(path, "w") as fd:
+            build(fd)
+        cases.append((name, path, needle))
+
+    def ids(fd, n=2):
+        fd["ids"] = np.arange(1, n + 1, dtype=np.int64)
+
+    add("huge-rows", "at most 10000000 rows", lambda fd: (ids(fd), fd.create_dataset(
+        "feat", shape=(10**9, 16, 4), chunks=(1, 16, 4), dtype=np.float32)))
+    add("huge-width", "width 1 to 65536", lambda fd: (ids(fd), fd.create_dataset(
+        "feat", shape=(2, 16, 10**7), chunks=(1, 1, 1024), dtype=np.float32)))
+    add("never-written", "stores 0 of its 1000 chunks", lambda fd: (ids(fd, 1000), fd.create_dataset(
+        "feat", shape=(1000, 16, 4), chunks=(1, 16, 4), dtype=np.float32)))
+    add("never-written-contiguous", "stores 0 of its 512 bytes", lambda fd: (ids(fd), fd.create_dataset(
+        "feat", shape=(2, 16, 4), dtype=np.float32)))
+    add("int-features", "needs floats", lambda fd: (ids(fd), fd.create_dataset("feat", data=np.ones((2, 16, 4), np.int32))))
+    add("complex-features", "needs floats", lambda fd: (ids(fd), fd.create_dataset(
+        "feat", data=np.ones((2, 16, 4), np.complex64))))
+    add("vlen-features", "needs floats", lambda fd: (ids(fd), fd.create_dataset(
+        "feat", shape=(2, 16, 4), dtype=h5py.vlen_dtype(np.float32))))
+    add("float-ids", "ids are one-dimensional integers or strings", lambda fd: (
+        fd.create_dataset("ids", data=np.array([1.5, 2.5])), fd.create_dataset("feat", data=np.ones((2, 16, 4), np.float32))))
+    add("vlen-ids", "ids are one-dimensional integers or strings", lambda fd: (
+        fd.create_dataset("ids", data=np.array([np.array([1, 2]), np.array([3])], dtype=object),
+                          dtype=h5py.vlen_dtype(np.int64)),
+        fd.create_dataset("feat", data=np.ones((2, 16, 4), np.float32))))
+    add("string-pts", "slot times are numbers", lambda fd: (
+        ids(fd), fd.create_dataset("feat", data=np.ones((2, 16, 4), np.float32)),
+        fd.create_dataset("pts", data=np.full((2, 16), b"x"))))
+    add("external-link", "external link to", lambda fd: (ids(fd), fd.__setitem__("feat", h5py.ExternalLink(str(other), "/feat"))))
+    add("external-raw", "keeps its data in external files", lambda fd: (ids(fd), fd.create_dataset(
+        "feat", shape=(2, 16, 4), dtype=np.float32, external=[(str(secret), 0, h5py.h5f.UNLIMITED)])))
+
+    def virtual(fd):
+        ids(fd)
+        layout = h5py.VirtualLayout(shape=(2, 16, 4), dtype=np.float32)
+        layout[:] = h5py.VirtualSource(str(other), "feat", shape=(2, 16, 4))
+        fd.create_virtual_dataset("feat", layout)
+
+    add("virtual", "virtual dataset", virtual)
+    return cases
+
+
+def test_hostile_hdf5_refused_in_one_line_writing_nothing(tmp_path):
+    """Huge declared shapes, never-written data, wrong and variable-length dtypes, external links,
+    external raw storage and virtual datasets: each one line, exit 2, nothing under the cache root."""
+    runner = CliRunner()
+    for name, path, needle in _hostile(tmp_path):
+        res = runner.invoke(app, ["import", str(path), "--layout", "nextqa", "--dataset", "toy", "--cache-root",
+                                  str(tmp_path / "cache")])
+        assert res.exit_code == 2 and needle in res.output and res.output.count("\n") == 1, (name, res.output)
+        assert not (tmp_path / "cache").exists(), name
+
+
+def test_nan_inf_and_zero_rows_are_failures(tmp_path):
+    """Rows holding NaN or inf are recorded as ``NonFinite``, all-zero rows as ``ZeroFeatures``;
+    only the finite row becomes a video, with exactly its numbers."""
+    rng = np.random.default_rng(0)
+    feat = rng.standard_normal((4, 16, 4)).astype(np.float32)
+    feat[1, 3, 2] = np.nan
+    feat[2, 0, 0] = np.inf
+    feat[3] = 0
+    path = _nextqa_file(tmp_path / "nan.h5", feat, ids=np.array([10, 11, 12, 13], np.int64))
+    res = CliRunner().invoke(app, ["import", str(path), "--layout", "nextqa", "--dataset", "toy", "--cache-root",
+                                   str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    (store_dir,) = (tmp_path / "cache" / "toy").iterdir()
+    store = open_store(store_dir)
+    assert store.complete_videos() == ["10"]
+    assert {v: f["error"] if isinstance(f, dict) else f for v, f in store.failures().items()}.keys() == {"11", "12", "13"}
+    kinds = {v: str(store.failures()[v]) for v in ("11", "12", "13")}
+    assert "NonFinite" in kinds["11"] and "NonFinite" in kinds["12"] and "ZeroFeatures" in kinds["13"], kinds
+    assert np.array_equal(store.read_video("10").cls, feat[0])

@@ -18,6 +18,14 @@ recorded as a failure (``ZeroFeatures``), never stored as features.
 
 The store is built under a private temporary name and published with one rename; a store of
 the same file already there is opened instead. Loading reads arrays and JSON only.
+
+**Hostile files** are refused with one line before anything is written (docs/safety.md):
+datasets reached through an external link, kept in external raw files or virtual (mapping
+other files): import reads only the file it is given; a feature width over
+:data:`MAX_WIDTH` or more than :data:`MAX_ROWS` rows; datasets that declare more data than
+the file stores (chunks or contiguous storage never written: a small file posing as a huge
+one); features that are not floats (integers, complex, variable-length, object); ids that are
+not one-dimensional integers or strings; slot times that are not numbers.
 """
 
 from __future__ import annotations
@@ -40,6 +48,11 @@ from vqacache.cache_spec.keys import validate_id
 from vqacache.cache_spec.layout import store_path
 from vqacache.cache_spec.spec import FeatureSpec, OutputSpec, PreprocessSpec, SamplingSpec, WeightsSpec
 from vqacache.cache_spec.store import FeatureStore, _create_root, open_store
+
+MAX_WIDTH = 65536
+"""Largest feature width D imported (encoders in use are at most a few thousand wide)."""
+MAX_ROWS = 10_000_000
+"""Most videos (rows) one file may hold."""
 
 PLACEHOLDER_PREPROCESS = PreprocessSpec(
     decode_short_side=None, decode_interpolation="bilinear", resize_short_side=1, interpolation="bilinear",
@@ -103,6 +116,11 @@ def import_file(path: str | Path, layout_name: str, dataset: str, cache_root: st
 
 
 def _check_file(f: h5py.File, lay: H5Layout, path: Path) -> tuple[list[str], h5py.Dataset, h5py.Dataset | None, dict]:
+    for name in (IDS, lay.features, PTS):
+        link = f.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise UsageError(f"{path}: {name!r} is an external link to {link.filename}:{link.path}; import reads only "
+                             "the file it is given")
     for name in (IDS, lay.features):
         if name not in f or not isinstance(f[name], h5py.Dataset):
             raise UsageError(f"{path} has no dataset {name!r}: not a --layout {lay.name} file ({lay.loader})")
@@ -112,6 +130,17 @@ def _check_file(f: h5py.File, lay: H5Layout, path: Path) -> tuple[list[str], h5p
             f"{path}: {lay.features!r} is {feats.dtype} {feats.shape}; --layout {lay.name} needs floats of shape "
             f"(N, {', '.join(map(str, lay.grid))}, D)"
         )
+    if not 1 <= feats.shape[-1] <= MAX_WIDTH or feats.shape[0] > MAX_ROWS:
+        raise UsageError(f"{path}: {lay.features!r} has shape {feats.shape}; import takes at most {MAX_ROWS} rows "
+                         f"of width 1 to {MAX_WIDTH}")
+    pts = f[PTS] if PTS in f else None
+    for name, ds in ((IDS, f[IDS]), (lay.features, feats), (PTS, pts)):
+        if ds is not None:
+            _check_stored(ds, name, path)
+    if f[IDS].ndim != 1 or not (f[IDS].dtype.kind in "iu" or h5py.check_string_dtype(f[IDS].dtype) is not None):
+        raise UsageError(f"{path}: {IDS!r} is {f[IDS].dtype} {f[IDS].shape}; ids are one-dimensional integers or strings")
+    if pts is not None and pts.dtype.kind not in "fiu":
+        raise UsageError(f"{path}: {PTS!r} is {pts.dtype}; slot times are numbers (seconds)")
     ids = [_id_text(v) for v in f[IDS][:]]
     if len(ids) != feats.shape[0]:
         raise UsageError(f"{path}: {len(ids)} ids for {feats.shape[0]} feature rows")
@@ -121,11 +150,34 @@ def _check_file(f: h5py.File, lay: H5Layout, path: Path) -> tuple[list[str], h5p
         if video_id in seen:
             raise UsageError(f"{path}: video id {video_id!r} appears twice in {IDS!r}")
         seen.add(video_id)
-    pts = f[PTS] if PTS in f else None
     if pts is not None and tuple(pts.shape) != (feats.shape[0], *lay.grid):
         raise UsageError(f"{path}: {PTS!r} has shape {pts.shape}, not (N, {', '.join(map(str, lay.grid))})")
     attrs = {k: _attr_text(f.attrs[k]) for k in (SPEC_ATTR, FINGERPRINT_ATTR, LAYOUT_ATTR) if k in f.attrs}
     return ids, feats, pts, {k: v for k, v in attrs.items() if v is not None}
+
+
+def _check_stored(ds: h5py.Dataset, name: str, path: Path) -> None:
+    """Refuse a dataset whose bytes live outside this file (external raw files, a virtual
+    dataset) or that declares more data than the file stores (never-written chunks/storage)."""
+    if ds.external:
+        raise UsageError(f"{path}: {name!r} keeps its data in external files ({', '.join(str(e[0]) for e in ds.external)}); "
+                         "import reads only the file it is given")
+    if ds.is_virtual:
+        raise UsageError(f"{path}: {name!r} is a virtual dataset (its data comes from other files); import reads only "
+                         "the file it is given")
+    if ds.size == 0:
+        return
+    if ds.chunks is None:
+        stored, declared = ds.id.get_storage_size(), ds.size * ds.dtype.itemsize
+        missing = stored < declared
+    else:
+        expected = int(np.prod([-(-n // c) for n, c in zip(ds.shape, ds.chunks, strict=True)], dtype=np.float64))
+        stored, declared = ds.id.get_num_chunks(), expected
+        missing = stored < expected
+    if missing:
+        unit = "bytes" if ds.chunks is None else "chunks"
+        raise UsageError(f"{path}: {name!r} declares shape {ds.shape} but the file stores {stored} of its {declared} "
+                         f"{unit} (never written); not a feature file")
 
 
 def _id_text(value: Any) -> str:
