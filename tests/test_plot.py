@@ -195,6 +195,10 @@ def test_run_without_checkpoint_or_sampler(store, runs, tmp_path):
         timeline(store, video_id, qid, run_dir=bare)
     t = timeline(store, video_id, None, run_dir=runs / "vlap")
     assert t.picks == [] and any("--question" in n for n in t.notes)
+    other = make_temporal_store(tmp_path / "o.zarr", splits={"val": 1}, n_frames=N_FRAMES, dim=8, n_patches=2, seed=5)
+    res = CliRunner().invoke(app, ["plot", str(other.path), "--video", "val00000", "--question", "val00000_0",
+                                   "--run", str(runs / "sparc"), "--out", str(tmp_path / "o.png")])
+    assert res.exit_code == 2 and "the checkpoint expects" in res.output and res.output.count("error:") == 1, res.output
 
 
 def test_thumbnails_are_the_nearest_frames(store, tmp_path):

@@ -355,17 +355,19 @@ def sync(
         f"{'created' if r.created else 'updated'} {dst}: {len(r.videos_copied)} videos copied, {r.videos_skipped} "
         f"already there; {r.bundles_copied} question bundles copied, {r.bundles_skipped} already there; "
         f"{r.failures_copied} failure records; {r.files_uploaded} files ({_size(r.bytes_copied)}) written, "
-        f"{r.files_resumed} kept from an interrupted sync", markup=False, highlight=False)
+        f"{r.files_resumed} kept from an interrupted sync"
+        + (f"; {r.videos_waited} videos waited for (held by another process at the destination)" if r.videos_waited else ""),
+        markup=False, highlight=False)
 
 
-@app.command("plot", help="A PNG timeline of one video: thumbnails (--video-file), the teacher's per-frame probability of each candidate (--question), SpARC's causal set (--run).")
+@app.command("plot", help="A PNG timeline of one video: thumbnails (--video-file), the teacher's per-frame probability of each candidate (--question), the frames a trained run's model picks for the question (--run: VideoDistill's top-K, VLAP's per-segment choice, SpARC's causal set).")
 @user_errors_exit
 def plot(
     store: Annotated[str, typer.Argument(help="Path or URL of a .zarr store.")],
     video: Annotated[str, typer.Option(help="The video's id.")],
     out: Annotated[Path, typer.Option(help="The PNG to write.")],
     question: Annotated[str | None, typer.Option(help="A question id of that video.")] = None,
-    run: Annotated[Path | None, typer.Option(help="A training run's folder (vqa-train-head --out).")] = None,
+    run: Annotated[Path | None, typer.Option(help="A training run's folder (vqa-train-head --out); its picks are recomputed from its checkpoint.")] = None,
     video_file: Annotated[Path | None, typer.Option(help="The video file, for a strip of thumbnails.")] = None,
     thumbnails: Annotated[int, typer.Option(min=1, max=32, help="Thumbnails in the strip.")] = 8,
 ) -> None:
