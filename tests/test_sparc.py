@@ -280,7 +280,7 @@ def test_hga_shapes_tokens_and_padded_candidates():
     with torch.no_grad():
         logits = model(batch)["logits"]
         assert logits.shape == (2, 3) and logits[1, 2].item() == INF and torch.isfinite(logits[0]).all()
-        tokens = model({**batch, "text_tokens": batch["text_tokens"] + 1.0})["logits"]
+        tokens = model({**batch, "text_tokens": batch["text_tokens"].roll(1, -1)})["logits"]  # other token states
         padded = batch["text_tokens"].clone()
         padded[1, 2:] = 7.0  # padded token rows are never read
         same = model({**batch, "text_tokens": padded})["logits"]
