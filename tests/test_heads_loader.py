@@ -24,6 +24,7 @@ Mutations tried (each fails a test here):
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from multiprocessing.reduction import ForkingPickler
 
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader
 import vqacache.heads.batch as batch_module
 from vqacache.cache_spec import open_store
 from vqacache.heads.batch import collate
-from vqacache.heads.data import QADataset
+from vqacache.heads.data import QADataset, as_float32
 from vqacache.heads.synthetic import make_temporal_store, synthetic_spec
 
 FRAMES = [6, 9, 12, 4, 10, 7]  # per video; N = 10 pads the short ones
@@ -90,11 +91,26 @@ def _assert_identical(got, want):
             assert got[key] == value, key
 
 
+def test_as_float32_is_numpys_cast():
+    """Every float16 bit pattern widens as numpy casts it (signalling NaNs only quieted)."""
+    halves = np.arange(2**16, dtype=np.uint16).view(np.float16).reshape(256, 256)
+    got = as_float32(halves.copy())
+    assert got.dtype == torch.float32 and got.shape == (256, 256)
+    want = halves.astype(np.float32)
+    nan = np.isnan(halves)
+    np.testing.assert_array_equal(got.numpy().view(np.uint32)[~nan], want.view(np.uint32)[~nan])
+    assert np.isnan(got.numpy()[nan]).all()
+    single = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert torch.equal(as_float32(single), torch.from_numpy(single)) and as_float32(single).dtype == torch.float32
+    assert torch.equal(as_float32(single.astype(">f4")), torch.from_numpy(single))  # big-endian: numpy's cast
+
+
 @pytest.fixture(scope="module")
 def varied(tmp_path_factory):
     """Videos of FRAMES frames; two questions each: 3 or 5 candidates, 2 or 5 tokens."""
     path = tmp_path_factory.mktemp("loader") / "v.zarr"
-    store = open_store(path, "a", spec=synthetic_spec(shape="loader-test"), dataset="synthetic-loader-test")
+    spec = dataclasses.replace(synthetic_spec(shape="loader-test"), dtype="float16")  # as real stores
+    store = open_store(path, "a", spec=spec, dataset="synthetic-loader-test")
     rng = np.random.default_rng(0)
     for v, n in enumerate(FRAMES):
         vid = f"v{v}"

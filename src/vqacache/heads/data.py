@@ -83,6 +83,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from vqacache.cache_spec.errors import SpecMismatch, UsageError, VqaCacheError
@@ -348,8 +349,8 @@ class QADataset(Dataset):
             return np.arange(len(pts), dtype=np.int64)
         return self._patch_frames(video_id, pts)[0]
 
-    def _patch(self, video_id: str, pts: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-        """Patch tokens (K, P, W) of the ``cls`` store's frames ``chosen`` (frames that have patches)."""
+    def _patch(self, video_id: str, pts: np.ndarray, chosen: np.ndarray) -> Tensor:
+        """Patch tokens (K, P, W) float32 of the ``cls`` store's frames ``chosen`` (frames that have patches)."""
         frames, patch_rows = self._patch_frames(video_id, pts)
         arrays, patch_store_pts = self._video("patch", video_id)
         if patch_rows is not None:  # a sub-grid: chosen is among ``frames``
@@ -359,7 +360,7 @@ class QADataset(Dataset):
         else:
             names = (f"cls store {self.stores.paths['cls'].name}", f"patch store {self.stores.paths['patch'].name}")
             rows = match_frames(pts[chosen], patch_store_pts, video_id, *names)
-        return np.asarray(arrays["patch"].rows(rows), dtype=np.float32)  # one read per run of nearby rows
+        return as_float32(arrays["patch"].rows(rows))  # one read per run of nearby rows
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         ref = self.refs[i]
@@ -371,27 +372,27 @@ class QADataset(Dataset):
             idx = inside[segment_positions(len(inside), self.num_frames, draws)]  # (T,)
         else:
             idx = usable[frame_indices(pts[usable], self.num_frames, ref.start, ref.end)]  # (n,)
-        cls = np.asarray(arrays["cls"].rows(idx), dtype=np.float32)  # (n, E)
+        cls = as_float32(arrays["cls"].rows(idx))  # (n, E)
         group = self._bundle("text", ref.split_key, ref.bundle_key)
         if "text" in group or self.text == "vectors":
-            text = np.asarray(group["text"].rows(ref.row), dtype=np.float32)  # (E,)
+            text = as_float32(group["text"].rows(ref.row))  # (E,)
         else:  # a vision-only store's bundles (vitg) hold the questions' strings, no vectors
-            text = np.zeros(0, np.float32)
+            text = torch.zeros(0, dtype=torch.float32)
         item: dict[str, Any] = {
             "index": i,
             "qid": ref.qid,
             "video_id": ref.video_id,
             "qtype": ref.qtype or "",
-            "cls": torch.from_numpy(cls),  # (n, E)
-            "text": torch.from_numpy(text),  # (E,)
+            "cls": cls,  # (n, E)
+            "text": text,  # (E,)
             "answer": self._label(ref),
         }
         if self.text_tokens:  # (L, W) the question's own L token states
             n_tok = int(group["text_len"].rows(ref.row))
-            item["text_tokens"] = torch.from_numpy(np.asarray(group["text_tokens"].rows(ref.row)[:n_tok], dtype=np.float32))
+            item["text_tokens"] = as_float32(group["text_tokens"].rows(ref.row)[:n_tok])
         if ref.n_candidates and ("cand" in group or self.text == "vectors"):
             cand = group["cand"].rows(ref.row)[: ref.n_candidates]
-            item["cand"] = torch.from_numpy(np.asarray(cand, dtype=np.float32))  # (C, E)
+            item["cand"] = as_float32(cand)  # (C, E)
         if self.text == "strings":
             entry = self._entries(ref.split_key, ref.bundle_key)[ref.row]
             item["question"] = str(entry.get("question", ""))
@@ -399,13 +400,25 @@ class QADataset(Dataset):
         if self.patch_frames != "none":
             chosen = idx if self.patch_frames in ("all", "segments") else idx[
                 uniform_positions(len(idx), self.num_patch_frames)]
-            item["patch"] = torch.from_numpy(self._patch(ref.video_id, pts, chosen))  # (n or K, P, W)
+            item["patch"] = self._patch(ref.video_id, pts, chosen)  # (n or K, P, W)
         if ref.teacher_key is not None:
             teacher = _teacher(self._bundle("imageqa", ref.split_key, ref.teacher_key), ref.teacher_row, pts[idx],
                                self._teacher_classes, len(self.answer_vocab or []))
             if teacher is not None:
                 item["imageqa"] = torch.from_numpy(teacher)  # (n, C)
         return item
+
+
+def as_float32(rows: np.ndarray) -> Tensor:
+    """``rows`` as a float32 tensor, the values numpy's cast gives (bit for bit, except that a
+    signalling NaN comes out quiet). float16 (the stores' dtype) is widened by torch, vectorised:
+    ~0.03 ms for a NExT-QA sample's 100 CLS rows and 16 frames' patches against ~0.3-0.5 ms
+    through numpy's float16 cast (measured here), the largest part of a worker's read; float32
+    is wrapped without a copy."""
+    rows = np.asarray(rows)
+    if rows.dtype in (np.float16, np.float32) and rows.dtype.isnative and rows.flags.writeable:
+        return torch.from_numpy(np.ascontiguousarray(rows)).float()
+    return torch.from_numpy(np.asarray(rows, dtype=np.float32))
 
 
 def _teacher(group: dict[str, Any], row: int, frame_pts: np.ndarray, classes: np.ndarray | None = None,
