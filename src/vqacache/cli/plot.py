@@ -155,6 +155,9 @@ def render(t: Timeline, out: Path):
                        label=("✓ " if correct else "") + label[:40], gid=f"candidate-{c}")
         probs.set_ylim(-0.02, 1.02)
         probs.legend(fontsize=7, loc="upper right")
+    else:  # say so where the lines would be, not only in the notes
+        probs.text(0.5, 0.5, "no image-QA teacher probabilities in this store (vqa-featurize --imageqa)",
+                   transform=probs.transAxes, ha="center", va="center", color="0.4", fontsize=9)
     probs.set_ylabel("p(candidate)")
     start, end = t.segment
     if start is not None or end is not None:
@@ -171,6 +174,9 @@ def render(t: Timeline, out: Path):
         y = 1 - (i + 1) / (len(t.picks) + 1)
         frames.plot(pick.pts, np.full(len(pick.pts), y), marker, color=colour, ms=7, ls="none", label=textwrap.fill(pick.label, 36),
                     gid=f"pick-{i}")
+        times, counts = np.unique(np.asarray(pick.pts, np.float64), return_counts=True)
+        for time, count in zip(times[counts > 1], counts[counts > 1]):  # a frame several of the K rows chose
+            frames.annotate(f"x{count}", (time, y), xytext=(5, 4), textcoords="offset points", fontsize=7, color=colour)
     if t.picks or t.model_pts is not None:
         frames.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     frames.set_yticks([])
