@@ -1,5 +1,6 @@
 """Batches from DataLoader workers (heads/batch.py) against item-by-item reads and an
-independent collate.
+independent collate; float16 rows widened by torch (heads/data.py ``as_float32``) against
+numpy's cast.
 
 ``_reference`` below is the collate as it was before batches moved to one shared buffer,
 written as plain loops; every batch of a DataLoader (0 and 2 workers) must equal it on the
@@ -20,6 +21,11 @@ Mutations tried (each fails a test here):
    collates samples of unequal lengths, ``test_collate_by_hand`` first.
 5. the mask set on ``[b, : rows + 1]`` (one padded row marked real): ``test_collate_by_hand``
    and the reference comparisons.
+6. ``as_float32`` widening through bfloat16 (float16's low mantissa bits lost):
+   ``test_as_float32_is_numpys_cast``.
+7. ``as_float32`` returning the float16 tensor unwidened: ``test_as_float32_is_numpys_cast``.
+8. ``as_float32`` handing a big-endian array to ``torch.from_numpy`` (no native-order check):
+   ``test_as_float32_is_numpys_cast``.
 """
 
 from __future__ import annotations
