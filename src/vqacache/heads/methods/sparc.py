@@ -42,7 +42,8 @@ its first frame's (A.3), and the causal set, the single "frame" and the mixed fr
 **Open-ended teachers**: ``outside_topk`` in the logs (open-ended batches only) is the share of a batch's labelled
 questions whose answer has no teacher probability on any frame (outside the teacher's top-k:
 p_a = 0, so the causal set falls back to all frames); the epoch means land in metrics.jsonl
-(``train_outside_topk``).
+(``train_outside_topk``). Before training, :func:`count_outside_topk` counts them exactly over the
+training split's bundles and the run warns with the count (``N of M open-ended training questions``).
 
 Values the paper does not give, this project's choices: ``threshold`` t = 0.5, ``mixup_prob``
 0.5 (the ``sparc-*`` presets: 1.0, mixup on every batch as in Zhang et al.), the fallback and
@@ -55,6 +56,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -121,6 +123,40 @@ def check_args(args: dict[str, Any]) -> None:
             raise UsageError(f"--method-arg {key}={args[key]!r}: expected {expected}")
 
 
+@dataclass(frozen=True)
+class OutsideTopK:
+    """Open-ended training questions whose answer the teacher never ranks: ``outside`` of ``total``
+    labelled open-ended questions of the split."""
+
+    outside: int
+    total: int
+
+
+def count_outside_topk(store: Any, split: str = "train") -> OutsideTopK:
+    """Exact count, before training, over the teacher store's question bundles of ``split``: a
+    labelled open-ended question is outside when its answer text is not among the teacher's
+    top-k answers (``imageqa_index`` (Q, F, K) into the teacher vocabulary) with a probability
+    > 0 on any of its frames (then p_a = 0 on every frame: L_g falls back to all frames)."""
+    vocab = store.teacher_vocab()
+    root = store.root
+    if not vocab or f"questions/{split}" not in root:
+        return OutsideTopK(0, 0)
+    index_of = {a: i for i, a in enumerate(vocab)}
+    outside = total = 0
+    for _, group in root[f"questions/{split}"].groups():
+        if "imageqa_index" not in group:
+            continue
+        index = np.asarray(group["imageqa_index"][:], dtype=np.int64)  # (Q, F, K)
+        probs = np.asarray(group["imageqa"][:], dtype=np.float32)  # (Q, F, K)
+        for row, entry in enumerate(group.attrs.get("entries", [])):
+            if entry.get("candidates") or entry.get("answer") in (None, ""):
+                continue
+            total += 1
+            a = index_of.get(str(entry["answer"]), -1)
+            outside += not bool(((index[row] == a) & (probs[row] > 0) & (a >= 0)).any())
+    return OutsideTopK(outside, total)
+
+
 def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
     """The teacher's frame count as the model's (A.3), checked; the backbone's own facts."""
     check_args(args)
@@ -129,6 +165,13 @@ def prepare(args: dict[str, Any], stores: Any) -> dict[str, Any]:
     spec = stores.store("imageqa").teacher_spec() if "imageqa" in stores.paths else None
     if spec is None:
         raise MissingTeacher("sparc needs the image-QA teacher's per-frame probabilities; the imageqa store has none")
+    if spec.k is not None:  # open-ended teacher: its top-k only
+        count = count_outside_topk(stores.store("imageqa"))
+        if count.outside:
+            warnings.warn(
+                f"teacher: {count.outside} of {count.total} open-ended training questions have their answer outside "
+                f"the teacher's top-{spec.k} on every frame (p_a = 0: their causal set is every frame); "
+                "raise vqa-featurize --imageqa-k to keep more", stacklevel=2)
     if args["num_frames"] == 0:
         out["num_frames"] = spec.frames
     elif args["num_frames"] != spec.frames:
