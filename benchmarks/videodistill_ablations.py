@@ -31,6 +31,8 @@ answer's concept and the key frames are pushed up from step 0; with the VTM head
 in one candidate's matching score, and while the model cannot yet match (at initialisation) the
 cross-entropy's gradients over the C passes cancel (they sum to zero), so the sampler gets no
 consistent signal and can only learn once the matching does (issue 16).
+The default 8 epochs are short for the hard top-K rows (a seed may take off only as the lr
+reaches 0); ``--epochs 16`` lets every seed converge (docs/videodistill.md, 2026-12-06).
 The paper's numbers come from pre-trained models on real data; this set only shows whether
 each module does its job where the answer sits in one or two frames.
 """
